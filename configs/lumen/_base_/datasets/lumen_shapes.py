@@ -1,0 +1,113 @@
+# Lumen-Shapes (python tools/make_shapes.py --out data/lumen_shapes):
+# detection on COCO-format instances, grounding on refer-API expressions.
+data_root = 'data/lumen_shapes/'
+image_size = 128
+classes = ('circle', 'square', 'triangle', 'star', 'hexagon', 'cross')
+metainfo = dict(classes=classes)
+meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+             'task', 'prompts', 'prompt_labels')
+
+det_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='Pad', size=(image_size, image_size)),
+    dict(type='LumenDetPrompts', num_absent=None),
+    dict(type='PackDetInputs', meta_keys=meta_keys),
+]
+det_test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='Pad', size=(image_size, image_size)),
+    dict(type='LumenDetPrompts', test_mode=True),
+    dict(type='PackDetInputs', meta_keys=meta_keys),
+]
+ground_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='LoadAnnotations', with_bbox=False, with_label=False,
+        with_mask=True),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='Pad', size=(image_size, image_size)),
+    dict(type='LumenGroundPrompts'),
+    dict(type='PackDetInputs', meta_keys=meta_keys),
+]
+ground_test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='Pad', size=(image_size, image_size)),
+    # after resizing: ground-truth boxes stay in the original frame
+    dict(
+        type='LoadAnnotations', with_bbox=False, with_label=False,
+        with_mask=True),
+    dict(type='LumenGroundPrompts'),
+    dict(type='PackDetInputs', meta_keys=meta_keys),
+]
+
+det_train = dict(
+    type='CocoDataset',
+    data_root=data_root,
+    ann_file='annotations/instances_train.json',
+    data_prefix=dict(img='train/'),
+    metainfo=metainfo,
+    filter_cfg=dict(filter_empty_gt=False),
+    return_classes=True,
+    pipeline=det_train_pipeline)
+ground_train = dict(
+    type='RefCocoDataset',
+    data_root=data_root,
+    ann_file='annotations/instances_refs.json',
+    split_file='annotations/refs_shapes.p',
+    split='train',
+    data_prefix=dict(img_path=''),
+    text_mode='random',
+    pipeline=ground_train_pipeline)
+det_val = dict(
+    type='CocoDataset',
+    data_root=data_root,
+    ann_file='annotations/instances_val.json',
+    data_prefix=dict(img='val/'),
+    metainfo=metainfo,
+    test_mode=True,
+    return_classes=True,
+    pipeline=det_test_pipeline)
+ground_val = dict(
+    type='RefCocoDataset',
+    data_root=data_root,
+    ann_file='annotations/instances_refs.json',
+    split_file='annotations/refs_shapes.p',
+    split='val',
+    data_prefix=dict(img_path=''),
+    text_mode='original',
+    test_mode=True,
+    pipeline=ground_test_pipeline)
+
+train_dataloader = dict(
+    batch_size=16,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type='LumenMultiTaskDataset',
+        datasets=dict(det=det_train, ground=ground_train),
+        sample_rates=dict(det=0.5, ground=0.5),
+        num_samples=4000))
+val_dataloader = dict(
+    batch_size=16,
+    num_workers=2,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type='ConcatDataset', datasets=[det_val, ground_val]))
+test_dataloader = val_dataloader
+val_evaluator = dict(
+    type='MultiDatasetsEvaluator',
+    metrics=[
+        dict(
+            type='CocoMetric',
+            ann_file=data_root + 'annotations/instances_val.json',
+            metric='bbox'),
+        dict(type='GroundingMetric'),
+    ],
+    dataset_prefixes=['shapes_det', 'shapes_ground'])
+test_evaluator = val_evaluator

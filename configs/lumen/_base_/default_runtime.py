@@ -1,0 +1,8 @@
+_base_ = 'mmdet::_base_/default_runtime.py'
+
+custom_imports = dict(imports=['lumen_mm'], allow_failed_imports=False)
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=20),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000,
+                    max_keep_ckpts=2))
+log_processor = dict(by_epoch=False)

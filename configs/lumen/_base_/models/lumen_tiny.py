@@ -1,0 +1,47 @@
+# A tiny, randomly initialised Lumen that trains on a CPU in minutes:
+# CLIP ViT (4 layers, width 128, patch 8) + Llama (2 layers, width 128).
+# Unlike the paper's frozen pretrained CLIP and LoRA-tuned Vicuna, every part
+# trains from scratch here.
+tokenizer = 'data/lumen_shapes/tokenizer'
+model = dict(
+    type='Lumen',
+    data_preprocessor=dict(
+        type='DetDataPreprocessor',
+        # CLIP's normalisation
+        mean=[122.770938, 116.7460125, 104.09373615],
+        std=[68.5005327, 66.6321579, 70.32316305],
+        bgr_to_rgb=True),
+    backbone=dict(
+        type='LlavaLMM',
+        tokenizer=tokenizer,
+        vision_config=dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=64,
+            patch_size=8),
+        text_config=dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512),
+        image_size=64,
+        aligner_image_size=128,
+        vision_feature_layer=-1,
+        aligner_feature_layer=-1,
+        freeze_vision=False,
+        lora=None),
+    neck=dict(
+        type='TransformerDenseAligner',
+        embed_dim=128,
+        depth=2,
+        num_heads=4,
+        mlp_dim=512),
+    bbox_head=dict(type='HeatmapHead'),
+    loss_lm_weight=1.0,
+    test_cfg=dict(
+        det=dict(topk=100, nms_iou=0.5, max_per_img=100),
+        ground=dict(topk=1)))

@@ -1,0 +1,167 @@
+"""Lumen's conversation template (Sec. 3.1.1) and its tokenisation.
+
+Every vision-centric task is asked with one template::
+
+    USER: <image>
+    Please find the location of {description}. Respond with {format}.
+    ASSISTANT: Sure, the location is [LOC]. The task output is [TASK].
+
+in LLaVA's v1 layout (system prompt, ``USER:``/``ASSISTANT:`` roles, ``</s>``
+after the answer). Everything that does not depend on the description comes
+before it, so all prompts about one image share a token prefix.
+
+Special tokens are only ever inserted by id. User text (class names, referring
+sentences, questions) is tokenised with ``split_special_tokens=True``, so a
+description that contains ``[LOC]`` or ``<image>`` stays plain text.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+LOC_TOKEN = '[LOC]'
+IMAGE_TOKEN = '<image>'
+# Task tokens route the Stage-2 decoding pathway (Sec. 3.2.2).
+TASK_TOKENS: Dict[str, str] = {
+    'det': '[DET]',
+    'seg': '[SEG]',
+    'pose': '[POINT]',
+    'ground': '[GROUND]',
+    'refseg': '[REFSEG]',
+}
+# What the user asks the model to respond with, per task.
+TASK_FORMATS: Dict[str, str] = {
+    'det': 'boxes',
+    'seg': 'masks',
+    'pose': 'points',
+    'ground': 'boxes',
+    'refseg': 'masks',
+}
+LUMEN_SPECIAL_TOKENS: List[str] = [LOC_TOKEN, *TASK_TOKENS.values()]
+
+LLAVA_V1_SYSTEM = ('A chat between a curious human and an artificial '
+                   'intelligence assistant. The assistant gives helpful, '
+                   "detailed, and polite answers to the human's questions.")
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TokenizedPrompt:
+    """Token ids of one conversation, split at the end of the shared prefix."""
+    input_ids: List[int]
+    labels: List[int]
+    prefix_len: int  # tokens shared by all prompts about the same image
+
+
+@dataclass
+class ConversationTemplate:
+    """Builds and tokenises Lumen conversations (llava_v1 style).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer that already holds Lumen's special
+            tokens and the image token.
+        num_image_tokens: image placeholders the LMM expects (one per patch).
+        system: the system prompt; ``''`` drops it.
+        image_start / image_end: optional tokens around the image patches
+            (LLaVA-1.1 uses ``<im_start>``/``<im_end>``).
+    """
+    tokenizer: object
+    num_image_tokens: int
+    system: str = LLAVA_V1_SYSTEM
+    image_start: Optional[str] = None
+    image_end: Optional[str] = None
+    _cache: Dict[str, List[int]] = field(default_factory=dict, repr=False)
+
+    def _text(self, text: str) -> List[int]:
+        """Plain text to ids; special-token strings inside it stay text."""
+        if text not in self._cache:
+            self._cache[text] = self.tokenizer(
+                text, add_special_tokens=False,
+                split_special_tokens=True)['input_ids']
+        return self._cache[text]
+
+    def _user_text(self, text: str) -> List[int]:
+        # User text is never cached (unbounded) and never special.
+        return self.tokenizer(
+            text, add_special_tokens=False,
+            split_special_tokens=True)['input_ids']
+
+    def token_id(self, token: str) -> int:
+        idx = self.tokenizer.convert_tokens_to_ids(token)
+        if idx is None or idx == self.tokenizer.unk_token_id:
+            raise KeyError(
+                f'The tokenizer has no {token!r} token. Build the LMM with '
+                'lumen_mm (it adds Lumen\'s special tokens) or add it with '
+                '`tokenizer.add_tokens([...], special_tokens=True)`.')
+        return idx
+
+    def image_ids(self) -> List[int]:
+        ids = [self.token_id(IMAGE_TOKEN)] * self.num_image_tokens
+        if self.image_start:
+            ids = [self.token_id(self.image_start)] + ids
+        if self.image_end:
+            ids = ids + [self.token_id(self.image_end)]
+        return ids
+
+    def prefix_ids(self, question_start: str) -> List[int]:
+        """System prompt, ``USER:``, the image and the instruction's start."""
+        bos = [self.tokenizer.bos_token_id
+               ] if self.tokenizer.bos_token_id is not None else []
+        head = f'{self.system} USER: ' if self.system else 'USER: '
+        return (bos + self._text(head) + self.image_ids() +
+                self._text(question_start))
+
+    def location_prompt(self, task: str, description: str,
+                        with_answer: bool = True) -> TokenizedPrompt:
+        """The Sec. 3.1.1 template for a vision-centric task.
+
+        With ``with_answer=False`` the sequence stops right after ``[LOC]``:
+        its hidden state is all that Stage 2 needs, so inference never
+        generates.
+        """
+        if task not in TASK_TOKENS:
+            raise ValueError(f'Unknown task {task!r}; expected one of '
+                             f'{sorted(TASK_TOKENS)}.')
+        if not description or not description.strip():
+            raise ValueError('Empty description: give a class name or a '
+                             'referring sentence to locate.')
+        prefix = self.prefix_ids('\nPlease find the location of')
+        question = (self._user_text(' ' + description.strip()) + self._text(
+            f'. Respond with {TASK_FORMATS[task]}. ASSISTANT:'))
+        answer = self._text(' Sure, the location is') + [
+            self.token_id(LOC_TOKEN)
+        ]
+        if with_answer:
+            answer += (self._text('. The task output is') +
+                       [self.token_id(TASK_TOKENS[task])] + self._text('.') +
+                       [self.tokenizer.eos_token_id])
+        ids = prefix + question + answer
+        labels = [IGNORE_INDEX] * (len(prefix) + len(question)) + answer
+        return TokenizedPrompt(ids, labels, len(prefix))
+
+    def chat(self, turns: Sequence[Tuple[str, str]]) -> TokenizedPrompt:
+        """A plain LLaVA conversation (VQA): ``[(question, answer), ...]``.
+
+        The image goes before the first question; only answers are labelled.
+        """
+        if not turns:
+            raise ValueError('A conversation needs at least one turn.')
+        ids = self.prefix_ids('\n')
+        labels = [IGNORE_INDEX] * len(ids)
+        prefix_len = len(ids)
+        for i, (question, answer) in enumerate(turns):
+            q = self._user_text(question.strip()) + self._text(' ASSISTANT:')
+            if i > 0:
+                q = self._text(' USER: ') + q
+            a = self._user_text(' ' + answer.strip()) + [
+                self.tokenizer.eos_token_id
+            ]
+            ids += q + a
+            labels += [IGNORE_INDEX] * len(q) + a
+        return TokenizedPrompt(ids, labels, prefix_len)
+
+    def question(self, instruction: str) -> TokenizedPrompt:
+        """A free-form instruction, ready for generation of the answer."""
+        if not instruction or not instruction.strip():
+            raise ValueError('Empty instruction.')
+        ids = self.prefix_ids('\n') + self._user_text(
+            instruction.strip()) + self._text(' ASSISTANT:')
+        return TokenizedPrompt(ids, [IGNORE_INDEX] * len(ids), len(ids))

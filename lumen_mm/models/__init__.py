@@ -1,0 +1,9 @@
+from .backbones import LlavaLMM
+from .dense_heads import HeatmapHead, PeakSelector
+from .detectors import Lumen
+from .necks import ConvDenseAligner, TransformerDenseAligner
+
+__all__ = [
+    'LlavaLMM', 'TransformerDenseAligner', 'ConvDenseAligner', 'HeatmapHead',
+    'PeakSelector', 'Lumen'
+]

@@ -1,0 +1,3 @@
+from .llava_lmm import LlavaLMM
+
+__all__ = ['LlavaLMM']

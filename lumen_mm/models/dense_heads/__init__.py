@@ -1,0 +1,3 @@
+from .heatmap_head import HeatmapHead, PeakSelector
+
+__all__ = ['HeatmapHead', 'PeakSelector']

@@ -1,0 +1,183 @@
+"""Heatmap targets, losses and Stage-2 decoding of boxes.
+
+Targets (Eq. 3): for every target object a Gaussian centred on the object,
+``H(x, y) = max_k exp(-((x - x_k)^2 + (y - y_k)^2) / (2 sigma_k^2))``,
+evaluated at the patch centres, sigma adapted to the box size as in CenterNet
+(mmdet's ``gaussian_radius``). The patch that holds the centre is set to 1:
+those are the positives of the Gaussian focal loss (Eq. 4). Because the
+Gaussian is centred on the true (sub-patch) centre, the neighbours of a peak
+say on which side of the patch centre the object lies; :class:`PeakSelector`
+uses that to place the peak to a quarter of a patch.
+
+Width and height maps are trained with an L1 loss at the centre patches, in
+patch units (CenterNet).
+"""
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmdet.models.utils.gaussian_target import (gaussian_radius,
+                                                get_local_maximum,
+                                                get_topk_from_heatmap)
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule
+from torch import Tensor
+
+
+class PeakSelector:
+    """Peak point selection (Sec. 3.2.1): 3x3 local maxima, then top-K.
+
+    Args:
+        kernel: neighbourhood of the local-maximum test.
+        refine: move each peak a quarter of a patch towards its higher
+            neighbour on each axis (mmpose's ``refine_keypoints`` rule, which
+            is numpy-only and per keypoint; this is the batched torch form).
+    """
+
+    def __init__(self, kernel: int = 3, refine: bool = True) -> None:
+        self.kernel = kernel
+        self.refine = refine
+
+    def __call__(self, heatmap: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+        """Peaks of (P, 1, h, w) sigmoid scores.
+
+        Returns:
+            scores (P, k) and points (P, k, 2) as (x, y) in patch units, where
+            patch ``i`` spans ``[i, i + 1)``.
+        """
+        num, _, h, w = heatmap.shape
+        k = min(k, h * w)
+        peaks = get_local_maximum(heatmap, kernel=self.kernel)
+        scores, inds, _, ys, xs = get_topk_from_heatmap(peaks, k=k)
+        xs, ys = xs.float(), ys.float()
+        if self.refine:
+            flat = F.pad(heatmap[:, 0], (1, 1, 1, 1)).flatten(1)
+            yi, xi = ys.long() + 1, xs.long() + 1
+            width = w + 2
+
+            def at(dy: int, dx: int) -> Tensor:
+                return flat.gather(1, (yi + dy) * width + xi + dx)
+
+            xs = xs + 0.25 * torch.sign(at(0, 1) - at(0, -1))
+            ys = ys + 0.25 * torch.sign(at(1, 0) - at(-1, 0))
+        return scores, torch.stack([xs + 0.5, ys + 0.5], dim=-1)
+
+
+@MODELS.register_module()
+class HeatmapHead(BaseModule):
+    """Lumen's heatmap pathway: targets, losses, peaks and boxes.
+
+    Args:
+        loss_heatmap: Gaussian focal loss (alpha 2, gamma 4 = the paper's
+            beta), normalised by the number of peaks.
+        loss_wh: L1 loss on width/height at object centres.
+        min_overlap: CenterNet's ``gaussian_radius`` overlap.
+        min_sigma: lower bound of sigma (patches) for tiny objects.
+        peak_kernel: local-maximum neighbourhood.
+        refine_peaks: quarter-patch peak refinement.
+    """
+
+    def __init__(self,
+                 loss_heatmap: dict = dict(
+                     type='GaussianFocalLoss',
+                     alpha=2.0,
+                     gamma=4.0,
+                     loss_weight=1.0),
+                 loss_wh: dict = dict(type='L1Loss', loss_weight=0.1),
+                 min_overlap: float = 0.3,
+                 min_sigma: float = 0.5,
+                 peak_kernel: int = 3,
+                 refine_peaks: bool = True,
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.loss_heatmap = MODELS.build(loss_heatmap)
+        self.loss_wh = MODELS.build(loss_wh)
+        self.min_overlap = min_overlap
+        self.min_sigma = min_sigma
+        self.peak_selector = PeakSelector(peak_kernel, refine_peaks)
+
+    # -- targets ------------------------------------------------------------
+    def box_sigma(self, wh: Tensor) -> Tensor:
+        """CenterNet's size-adaptive sigma, for (n, 2) box sizes in patches."""
+        radii = [
+            max(0, int(gaussian_radius((float(h), float(w)), self.min_overlap)))
+            for w, h in wh.tolist()
+        ]
+        sigma = (2 * wh.new_tensor(radii) + 1) / 6
+        return sigma.clamp(min=self.min_sigma)
+
+    def heatmap_target(self, centers: Tensor, sigmas: Tensor,
+                       size: Tuple[int, int]) -> Tensor:
+        """Eq. 3 on a (h, w) patch grid for (n, 2) centres in patch units."""
+        h, w = size
+        target = centers.new_zeros(h, w)
+        if len(centers) == 0:
+            return target
+        ys = torch.arange(h, device=centers.device, dtype=centers.dtype) + .5
+        xs = torch.arange(w, device=centers.device, dtype=centers.dtype) + .5
+        dx2 = (xs[None, :] - centers[:, :1])**2  # (n, w)
+        dy2 = (ys[None, :] - centers[:, 1:])**2  # (n, h)
+        g = torch.exp(-(dy2[:, :, None] + dx2[:, None, :]) /
+                      (2 * sigmas[:, None, None]**2))
+        target = g.max(0).values
+        cx = centers[:, 0].long().clamp(0, w - 1)
+        cy = centers[:, 1].long().clamp(0, h - 1)
+        target[cy, cx] = 1
+        return target
+
+    def get_targets(self, boxes: List[Tensor], size: Tuple[int, int],
+                    stride: float) -> Dict[str, Tensor]:
+        """Targets of every prompt from its (n, 4) xyxy boxes in pixels."""
+        h, w = size
+        heat, wh, weight = [], [], []
+        for b in boxes:
+            b = b / stride
+            centers = (b[:, :2] + b[:, 2:]) / 2
+            sizes = (b[:, 2:] - b[:, :2]).clamp(min=0)
+            heat.append(
+                self.heatmap_target(centers, self.box_sigma(sizes), size))
+            wh_t = b.new_zeros(2, h, w)
+            wt = b.new_zeros(2, h, w)
+            cx = centers[:, 0].long().clamp(0, w - 1)
+            cy = centers[:, 1].long().clamp(0, h - 1)
+            wh_t[:, cy, cx] = sizes.t()
+            wt[:, cy, cx] = 1
+            wh.append(wh_t)
+            weight.append(wt)
+        return dict(
+            heatmap=torch.stack(heat)[:, None],
+            wh=torch.stack(wh),
+            wh_weight=torch.stack(weight))
+
+    # -- loss ---------------------------------------------------------------
+    def loss(self, preds: Dict[str, Tensor], boxes: List[Tensor],
+             stride: float) -> Dict[str, Tensor]:
+        """Gaussian focal loss on the heatmap and L1 on wh at the centres."""
+        heatmap = preds['heatmap']
+        targets = self.get_targets(boxes, heatmap.shape[-2:], stride)
+        num_peaks = max(1, int(targets['heatmap'].eq(1).sum()))
+        loss_heatmap = self.loss_heatmap(
+            heatmap.sigmoid().clamp(1e-4, 1 - 1e-4),
+            targets['heatmap'],
+            avg_factor=num_peaks)
+        loss_wh = self.loss_wh(
+            preds['wh'],
+            targets['wh'],
+            targets['wh_weight'],
+            avg_factor=2 * num_peaks)
+        return dict(loss_heatmap=loss_heatmap, loss_wh=loss_wh)
+
+    # -- decoding -----------------------------------------------------------
+    def decode_boxes(self, preds: Dict[str, Tensor], k: int,
+                     stride: float) -> Tuple[Tensor, Tensor, Tensor]:
+        """Peak selection + box decoder: (P, k) scores, (P, k, 4) xyxy
+        boxes and (P, k, 2) centres, in input pixels."""
+        scores, points = self.peak_selector(preds['heatmap'].sigmoid(), k)
+        h, w = preds['wh'].shape[-2:]
+        cell = (points[..., 1].long().clamp(0, h - 1) * w +
+                points[..., 0].long().clamp(0, w - 1))
+        wh = preds['wh'].flatten(2).gather(
+            2, cell[:, None].expand(-1, 2, -1)).permute(0, 2, 1)
+        wh = wh.clamp(min=0)
+        boxes = torch.cat([points - wh / 2, points + wh / 2], dim=-1)
+        return scores, boxes * stride, points * stride

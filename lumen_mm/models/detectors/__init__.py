@@ -1,0 +1,3 @@
+from .lumen import Lumen
+
+__all__ = ['Lumen']

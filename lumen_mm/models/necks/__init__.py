@@ -1,0 +1,3 @@
+from .dense_aligner import ConvDenseAligner, TransformerDenseAligner
+
+__all__ = ['TransformerDenseAligner', 'ConvDenseAligner']

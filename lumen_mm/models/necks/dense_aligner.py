@@ -1,0 +1,125 @@
+"""The V-L dense aligner ``H = A(h_[LOC], F)`` (Eq. 2).
+
+It matches the ``[LOC]`` hidden state of each prompt against every
+high-resolution patch of that prompt's image, giving a heatmap of matching
+logits. Two learnable tokens appended after ``[LOC]`` (Sec. 3.2.1, box
+decoder) make the same aligner output a height map and a width map.
+
+Both variants return ``dict(heatmap=(P, 1, h, w), wh=(P, 2, h, w))`` with the
+wh channels ordered (width, height), in units of patches.
+"""
+import math
+from typing import Dict, Sequence
+
+import torch
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule
+from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
+from segment_anything.modeling.transformer import TwoWayTransformer
+from torch import Tensor, nn
+
+# Heatmap bias so that the initial sigmoid is 0.1, as CenterNet does: a
+# random-init aligner otherwise starts by predicting objects everywhere.
+FOCAL_PRIOR_BIAS = -math.log((1 - 0.1) / 0.1)
+
+
+class _AlignerBase(BaseModule):
+    """Projections shared by both aligners."""
+
+    def __init__(self, text_dim: int, vision_dim: int, embed_dim: int,
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.text_proj = nn.Sequential(
+            nn.Linear(text_dim, embed_dim), nn.GELU(),
+            nn.Linear(embed_dim, embed_dim))
+        self.vision_proj = nn.Sequential(
+            nn.Conv2d(vision_dim, embed_dim, 1), nn.GELU(),
+            nn.Conv2d(embed_dim, embed_dim, 1))
+        self.embed_dim = embed_dim
+
+    def project(self, loc_states: Tensor, patch_feats: Tensor,
+                prompt_image: Sequence[int]):
+        """Project both sides into the aligner's width, one map per prompt."""
+        text = self.text_proj(loc_states)
+        index = torch.as_tensor(prompt_image, device=patch_feats.device)
+        vision = self.vision_proj(patch_feats)[index]
+        return text, vision
+
+
+@MODELS.register_module()
+class TransformerDenseAligner(_AlignerBase):
+    """The paper's aligner: a light two-way transformer.
+
+    Query tokens ``[LOC]``, ``[H]``, ``[W]`` and the patch tokens attend to
+    each other (segment-anything's ``TwoWayTransformer``: token self-attention,
+    token-to-image and image-to-token cross-attention); each output map is the
+    dot product of a query with every patch, as SAM reads masks out.
+    """
+
+    def __init__(self,
+                 text_dim: int,
+                 vision_dim: int,
+                 embed_dim: int = 256,
+                 depth: int = 2,
+                 num_heads: int = 8,
+                 mlp_dim: int = 1024,
+                 init_cfg=None) -> None:
+        super().__init__(text_dim, vision_dim, embed_dim, init_cfg)
+        self.wh_tokens = nn.Embedding(2, embed_dim)
+        self.pos_embed = PositionEmbeddingRandom(embed_dim // 2)
+        self.transformer = TwoWayTransformer(
+            depth=depth,
+            embedding_dim=embed_dim,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim)
+        self.readout = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(embed_dim, embed_dim), nn.GELU(),
+                nn.Linear(embed_dim, embed_dim)) for _ in range(3))
+        self.heat_bias = nn.Parameter(torch.tensor(FOCAL_PRIOR_BIAS))
+
+    def forward(self, loc_states: Tensor, patch_feats: Tensor,
+                prompt_image: Sequence[int]) -> Dict[str, Tensor]:
+        text, vision = self.project(loc_states, patch_feats, prompt_image)
+        num, _, h, w = vision.shape
+        queries = torch.cat(
+            [text[:, None],
+             self.wh_tokens.weight[None].expand(num, -1, -1)], dim=1)
+        pe = self.pos_embed((h, w))[None]
+        queries, keys = self.transformer(vision, pe, queries)
+        # (P, 3, C) x (P, hw, C) -> (P, 3, hw)
+        reads = torch.stack(
+            [mlp(queries[:, i]) for i, mlp in enumerate(self.readout)], 1)
+        maps = reads @ keys.transpose(1, 2) / math.sqrt(self.embed_dim)
+        maps = maps.view(num, 3, h, w)
+        return dict(heatmap=maps[:, :1] + self.heat_bias, wh=maps[:, 1:])
+
+
+@MODELS.register_module()
+class ConvDenseAligner(_AlignerBase):
+    """The convolutional aligner of the ablation (Table 3a).
+
+    The ``[LOC]`` embedding modulates every patch feature channel-wise; a few
+    3x3 convolutions then predict the heatmap and the wh maps.
+    """
+
+    def __init__(self,
+                 text_dim: int,
+                 vision_dim: int,
+                 embed_dim: int = 256,
+                 num_convs: int = 3,
+                 init_cfg=None) -> None:
+        super().__init__(text_dim, vision_dim, embed_dim, init_cfg)
+        layers = []
+        for _ in range(num_convs):
+            layers += [nn.Conv2d(embed_dim, embed_dim, 3, padding=1), nn.GELU()]
+        self.convs = nn.Sequential(*layers)
+        self.heat_conv = nn.Conv2d(embed_dim, 1, 1)
+        self.wh_conv = nn.Conv2d(embed_dim, 2, 1)
+        nn.init.constant_(self.heat_conv.bias, FOCAL_PRIOR_BIAS)
+
+    def forward(self, loc_states: Tensor, patch_feats: Tensor,
+                prompt_image: Sequence[int]) -> Dict[str, Tensor]:
+        text, vision = self.project(loc_states, patch_feats, prompt_image)
+        x = self.convs(vision * text[:, :, None, None])
+        return dict(heatmap=self.heat_conv(x), wh=self.wh_conv(x))

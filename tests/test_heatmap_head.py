@@ -1,0 +1,68 @@
+"""Gaussian targets, peak selection and box decoding of the heatmap head."""
+import math
+
+import pytest
+import torch
+
+from lumen_mm.models import HeatmapHead, PeakSelector
+
+
+@pytest.fixture
+def head():
+    return HeatmapHead()
+
+
+def test_gaussian_peak_at_centre_with_centernet_radius(head):
+    from mmdet.models.utils.gaussian_target import gaussian_radius
+    # centre (68, 52) = the centre of patch (x 8, y 6); 48 x 48 px
+    box = torch.tensor([[44., 28., 92., 76.]])
+    t = head.get_targets([box], (16, 16), stride=8)
+    heat = t['heatmap'][0, 0]
+    assert heat.max() == 1 and int(heat.eq(1).sum()) == 1
+    assert heat[6, 8] == 1
+    radius = int(gaussian_radius((6., 6.), 0.3))
+    sigma = (2 * radius + 1) / 6
+    # one patch to the right of the centre: exp(-d^2 / 2 sigma^2), d = 1
+    expected = math.exp(-1 / (2 * sigma**2))
+    assert heat[6, 9].item() == pytest.approx(expected, rel=1e-5)
+    assert heat[6, 8 + radius + 3] < heat[6, 9]
+    assert t['wh'][0, :, 6, 8].tolist() == [6., 6.]
+    assert t['wh_weight'].sum() == 2
+
+
+def test_peak_selector_finds_local_maxima_in_order():
+    heat = torch.zeros(1, 1, 8, 8)
+    heat[0, 0, 2, 3] = 0.9
+    heat[0, 0, 2, 4] = 0.5  # neighbour of the first: not a peak
+    heat[0, 0, 6, 6] = 0.7
+    scores, points = PeakSelector(refine=False)(heat, k=3)
+    assert scores[0, :2].tolist() == pytest.approx([0.9, 0.7])
+    assert points[0, 0].tolist() == [3.5, 2.5]
+    assert points[0, 1].tolist() == [6.5, 6.5]
+    assert scores[0, 2] == 0
+    refined = PeakSelector(refine=True)(heat, k=1)[1]
+    assert refined[0, 0].tolist() == [3.75, 2.5]  # towards the 0.5 neighbour
+
+
+def test_targets_decode_back_to_the_boxes(head):
+    boxes = torch.tensor([[10., 12., 30., 40.], [60., 70., 110., 100.],
+                          [90., 5., 101., 17.]])
+    t = head.get_targets([boxes], (16, 16), stride=8)
+    # logits whose sigmoid is the target heatmap
+    logits = torch.logit(t['heatmap'].clamp(1e-6, 1 - 1e-6))
+    scores, decoded, _ = head.decode_boxes(
+        dict(heatmap=logits, wh=t['wh']), k=3, stride=8)
+    assert scores[0].tolist() == pytest.approx([1, 1, 1], abs=1e-5)
+    for gt in boxes:
+        err = (decoded[0] - gt).abs().max(1).values.min()
+        assert err <= 8  # within one cell
+
+
+def test_losses_finite_without_objects(head):
+    preds = dict(heatmap=torch.randn(2, 1, 16, 16, requires_grad=True),
+                 wh=torch.randn(2, 2, 16, 16, requires_grad=True))
+    losses = head.loss(preds, [torch.zeros(0, 4), torch.zeros(0, 4)], 8)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert torch.isfinite(preds['heatmap'].grad).all()

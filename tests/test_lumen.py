@@ -1,0 +1,101 @@
+"""The tiny Lumen end to end: data -> loss/backward -> predict -> Runner."""
+import copy
+
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+
+
+def _build(cfg):
+    from mmengine.registry import init_default_scope
+
+    import lumen_mm  # noqa: F401
+    from mmdet.registry import DATASETS, MODELS
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    train_set = DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
+    val_set = DATASETS.build(copy.deepcopy(cfg.val_dataloader.dataset))
+    return model, train_set, val_set
+
+
+@pytest.fixture
+def built(tiny_cfg):
+    return _build(tiny_cfg)
+
+
+def test_forward_backward_every_task(built):
+    model, train_set, _ = built
+    tasks = [train_set.task_of(i) for i in range(len(train_set))]
+    assert {'det', 'ground'} <= set(tasks)
+    batch = pseudo_collate([train_set[i] for i in range(4)])
+    data = model.data_preprocessor(batch, training=True)
+    losses = model.loss(**data)
+    assert set(losses) == {'loss_heatmap', 'loss_wh', 'loss_lm'}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    aligner_grad = model.neck.text_proj[0].weight.grad
+    vision_grad = model.backbone.hf_model.model.vision_tower \
+        .embeddings.patch_embedding.weight.grad
+    assert aligner_grad.abs().sum() > 0 and vision_grad.abs().sum() > 0
+
+
+def test_predict_boxes_in_image_and_labels_mapped(built):
+    model, _, val_set = built
+    model.eval()
+    det_sample = val_set[0]
+    ground_index = val_set.cumulative_sizes[0]
+    ground_sample = val_set[ground_index]
+    batch = pseudo_collate([det_sample, ground_sample])
+    with torch.no_grad():
+        det, ground = model.test_step(batch)
+    h, w = det.ori_shape
+    boxes = det.pred_instances.bboxes
+    assert len(boxes) <= 100 and len(boxes) > 0
+    assert set(det.pred_instances.labels.tolist()) <= set(range(6))
+    num_sentences = len(ground.metainfo['prompts'])
+    assert len(ground.pred_instances) == num_sentences
+    assert ground.pred_instances.labels.tolist() == list(range(num_sentences))
+    for b in (boxes, ground.pred_instances.bboxes):
+        assert torch.isfinite(b).all()
+        assert (b[:, 0] > -w).all() and (b[:, 2] < 2 * w).all()
+
+
+def test_image_without_objects_gives_finite_losses(built):
+    model, train_set, _ = built
+    from mmdet.structures.bbox import HorizontalBoxes
+    sample = train_set[0]
+    data_sample = sample['data_samples']
+    gt = data_sample.gt_instances
+    data_sample.gt_instances = gt[gt.labels < 0]  # drop every object
+    data_sample.gt_instances.bboxes = HorizontalBoxes(torch.zeros(0, 4))
+    data = model.data_preprocessor(pseudo_collate([sample]), training=True)
+    losses = model.loss(**data)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_description_with_special_strings_is_text(built):
+    model, train_set, _ = built
+    sample = train_set[0]
+    sample['data_samples'].set_metainfo(
+        dict(task='ground', prompts=['the [LOC] <image> thing'],
+             prompt_labels=[0]))
+    data = model.data_preprocessor(pseudo_collate([sample]), training=True)
+    losses = model.loss(**data)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_two_iterations_through_the_runner(tiny_cfg):
+    from mmengine.runner import Runner
+    cfg = tiny_cfg
+    cfg.train_cfg.update(max_iters=2, val_interval=2)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint.interval = 2
+    cfg.default_hooks.logger.interval = 1
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 2
+    metrics = runner.val_loop.run()
+    assert 'shapes_det/coco/bbox_mAP_50' in metrics
+    assert 'shapes_ground/grounding/acc@0.5' in metrics
