@@ -19,5 +19,10 @@ test: env
 $(SHAPES_DATA)/annotations/instances_val.json: | env
 	$(VPY) tools/make_shapes.py --out $(SHAPES_DATA)
 
+# Main job: generate Lumen-Shapes, train the tiny Lumen, evaluate it.
+SHAPES_CONFIG := configs/lumen/shapes/lumen_tiny_shapes_det_ground.py
+SHAPES_WORK := work_dirs/lumen_tiny_shapes_det_ground
 shapes: env $(SHAPES_DATA)/annotations/instances_val.json
-	$(VPY) tools/smoke.py
+	$(VPY) tools/train.py $(SHAPES_CONFIG) --work-dir $(SHAPES_WORK)
+	$(VPY) tools/test.py $(SHAPES_CONFIG) "$$(cat $(SHAPES_WORK)/last_checkpoint)" \
+		--work-dir $(SHAPES_WORK) --metrics-json $(SHAPES_WORK)/metrics.json

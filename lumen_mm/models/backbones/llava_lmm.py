@@ -12,7 +12,7 @@ a detection image, say). The vision tower runs once per image at each
 resolution; the prompts index into those features.
 """
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,8 @@ class LlavaLMM(BaseModule):
             resized down for the LMM.
         aligner_image_size: input size of the high-resolution features.
         vision_feature_layer: CLIP layer for the LMM's image tokens.
-        aligner_feature_layer: CLIP layer for the aligner's features.
+        aligner_feature_layer: CLIP layer(s) for the aligner's features; a
+            list concatenates several layers' features.
         freeze_vision: keep CLIP (and the projector) frozen, as the paper.
         lora: kwargs of ``peft.LoraConfig`` for the language model; ``None``
             trains the whole language model (tiny models) or, with
@@ -83,7 +84,7 @@ class LlavaLMM(BaseModule):
                  image_size: int = 224,
                  aligner_image_size: int = 448,
                  vision_feature_layer: int = -2,
-                 aligner_feature_layer: int = -2,
+                 aligner_feature_layer: Union[int, Sequence[int]] = -2,
                  projector_hidden_act: str = 'gelu',
                  freeze_vision: bool = True,
                  freeze_language_model: bool = False,
@@ -97,6 +98,13 @@ class LlavaLMM(BaseModule):
         if tokenizer is None:
             raise ValueError('LlavaLMM needs `tokenizer` (a directory) or '
                              '`pretrained`.')
+        if not osp.isdir(tokenizer):
+            raise FileNotFoundError(
+                f'Tokenizer directory {tokenizer!r} does not exist. For '
+                'Lumen-Shapes run `python tools/make_shapes.py --out '
+                'data/lumen_shapes` (it writes data/lumen_shapes/tokenizer); '
+                'otherwise point `tokenizer` or `pretrained` at a local '
+                'Hugging Face directory.')
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         self.tokenizer.add_tokens([IMAGE_TOKEN, *LUMEN_SPECIAL_TOKENS],
                                   special_tokens=True)
@@ -133,7 +141,9 @@ class LlavaLMM(BaseModule):
         self.vision_feature_layer = vision_feature_layer
         self.aligner_feature_layer = aligner_feature_layer
         self.patch_size = vcfg.patch_size
-        self.vision_dim = vcfg.hidden_size
+        num_layers = 1 if isinstance(aligner_feature_layer,
+                                     int) else len(aligner_feature_layer)
+        self.vision_dim = vcfg.hidden_size * num_layers
         self.text_dim = llava.config.text_config.hidden_size
         self.share_prefix = share_prefix
         self.conversation = ConversationTemplate(
@@ -201,7 +211,9 @@ class LlavaLMM(BaseModule):
                 'resize and pad them in the data pipeline.')
         hr = model.vision_tower(
             images, output_hidden_states=True, interpolate_pos_encoding=True)
-        patches = hr.hidden_states[self.aligner_feature_layer][:, 1:]
+        layers = self.aligner_feature_layer
+        layers = [layers] if isinstance(layers, int) else layers
+        patches = torch.cat([hr.hidden_states[i][:, 1:] for i in layers], -1)
         side = self.aligner_image_size // self.patch_size
         patch_feats = patches.transpose(1, 2).reshape(
             images.shape[0], -1, side, side)

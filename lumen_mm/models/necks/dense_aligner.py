@@ -23,6 +23,14 @@ from torch import Tensor, nn
 FOCAL_PRIOR_BIAS = -math.log((1 - 0.1) / 0.1)
 
 
+def _conv_stack(dim: int, num_convs: int) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv, GELU); empty for 0."""
+    layers = []
+    for _ in range(num_convs):
+        layers += [nn.Conv2d(dim, dim, 3, padding=1), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
 class _AlignerBase(BaseModule):
     """Projections shared by both aligners."""
 
@@ -53,7 +61,11 @@ class TransformerDenseAligner(_AlignerBase):
     Query tokens ``[LOC]``, ``[H]``, ``[W]`` and the patch tokens attend to
     each other (segment-anything's ``TwoWayTransformer``: token self-attention,
     token-to-image and image-to-token cross-attention); each output map is the
-    dot product of a query with every patch, as SAM reads masks out.
+    dot product of a query with every patch, as SAM reads masks out. Like
+    SAM's output neck, ``num_convs`` 3x3 convolutions may refine the patch
+    tokens before the read-out: patches never attend to each other in the
+    two-way transformer, and a centre patch needs its neighbours to tell a
+    circle's centre from a square's.
     """
 
     def __init__(self,
@@ -63,8 +75,10 @@ class TransformerDenseAligner(_AlignerBase):
                  depth: int = 2,
                  num_heads: int = 8,
                  mlp_dim: int = 1024,
+                 num_convs: int = 0,
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, init_cfg)
+        self.convs = _conv_stack(embed_dim, num_convs)
         self.wh_tokens = nn.Embedding(2, embed_dim)
         self.pos_embed = PositionEmbeddingRandom(embed_dim // 2)
         self.transformer = TwoWayTransformer(
@@ -87,6 +101,9 @@ class TransformerDenseAligner(_AlignerBase):
              self.wh_tokens.weight[None].expand(num, -1, -1)], dim=1)
         pe = self.pos_embed((h, w))[None]
         queries, keys = self.transformer(vision, pe, queries)
+        if len(self.convs):
+            grid = keys.transpose(1, 2).reshape(num, -1, h, w)
+            keys = keys + self.convs(grid).flatten(2).transpose(1, 2)
         # (P, 3, C) x (P, hw, C) -> (P, 3, hw)
         reads = torch.stack(
             [mlp(queries[:, i]) for i, mlp in enumerate(self.readout)], 1)
@@ -110,10 +127,7 @@ class ConvDenseAligner(_AlignerBase):
                  num_convs: int = 3,
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, init_cfg)
-        layers = []
-        for _ in range(num_convs):
-            layers += [nn.Conv2d(embed_dim, embed_dim, 3, padding=1), nn.GELU()]
-        self.convs = nn.Sequential(*layers)
+        self.convs = _conv_stack(embed_dim, num_convs)
         self.heat_conv = nn.Conv2d(embed_dim, 1, 1)
         self.wh_conv = nn.Conv2d(embed_dim, 2, 1)
         nn.init.constant_(self.heat_conv.bias, FOCAL_PRIOR_BIAS)

@@ -1,0 +1,41 @@
+"""Both dense aligners map ([LOC] state, patch features) to heatmap + wh."""
+import pytest
+import torch
+
+from lumen_mm.models import ConvDenseAligner, TransformerDenseAligner
+from lumen_mm.models.necks.dense_aligner import FOCAL_PRIOR_BIAS
+
+
+@pytest.mark.parametrize('aligner', [
+    lambda: TransformerDenseAligner(24, 16, embed_dim=32, depth=1,
+                                    num_heads=2, mlp_dim=64),
+    lambda: TransformerDenseAligner(24, 16, embed_dim=32, depth=1,
+                                    num_heads=2, mlp_dim=64, num_convs=1),
+    lambda: ConvDenseAligner(24, 16, embed_dim=32, num_convs=2),
+])
+def test_one_map_per_prompt_on_its_image(aligner):
+    torch.manual_seed(0)
+    model = aligner()
+    loc = torch.randn(3, 24, requires_grad=True)
+    feats = torch.randn(2, 16, 5, 7)
+    out = model(loc, feats, [0, 1, 1])
+    assert out['heatmap'].shape == (3, 1, 5, 7)
+    assert out['wh'].shape == (3, 2, 5, 7)
+    # prompts 1 and 2 look at image 1; changing image 0 leaves them alone
+    feats2 = feats.clone()
+    feats2[0] += 1
+    out2 = model(loc, feats2, [0, 1, 1])
+    assert torch.allclose(out['heatmap'][1:], out2['heatmap'][1:])
+    assert not torch.allclose(out['heatmap'][0], out2['heatmap'][0])
+    # the [LOC] state steers the map
+    out['heatmap'][1].sum().backward()
+    assert loc.grad[1].abs().sum() > 0 and loc.grad[0].abs().sum() == 0
+
+
+def test_heatmap_starts_near_the_focal_prior():
+    torch.manual_seed(0)
+    model = TransformerDenseAligner(24, 16, embed_dim=32, depth=1,
+                                    num_heads=2, mlp_dim=64)
+    heat = model(torch.randn(4, 24), torch.randn(1, 16, 6, 6),
+                 [0] * 4)['heatmap']
+    assert abs(heat.mean().item() - FOCAL_PRIOR_BIAS) < 1.0

@@ -1,0 +1,88 @@
+"""Instruction samples from mmdet datasets, and multi-task sampling."""
+import numpy as np
+import pytest
+
+from lumen_mm.datasets import LumenDetPrompts, LumenMultiTaskDataset
+
+
+class _Toy:
+    metainfo = dict(classes=('a', ))
+
+    def __init__(self, name, n):
+        self.name, self.n = name, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return (self.name, i)
+
+
+def test_multitask_rates_and_coverage():
+    ds = LumenMultiTaskDataset(
+        datasets=dict(det=_Toy('det', 50), ground=_Toy('ground', 7),
+                      vqa=_Toy('vqa', 3)),
+        sample_rates=dict(det=0.56, ground=0.19, vqa=0.06),
+        num_samples=1000)
+    counts = ds.counts()
+    total = 0.56 + 0.19 + 0.06
+    assert counts == {'det': round(560 / total), 'ground': round(190 / total),
+                      'vqa': round(60 / total)}
+    items = [ds[i] for i in range(len(ds))]
+    # every item of every task dataset is visited, the same way each time
+    assert {i for name, i in items if name == 'ground'} == set(range(7))
+    again = LumenMultiTaskDataset(
+        datasets=dict(det=_Toy('det', 50), ground=_Toy('ground', 7),
+                      vqa=_Toy('vqa', 3)),
+        sample_rates=dict(det=0.56, ground=0.19, vqa=0.06),
+        num_samples=1000)
+    assert [again[i] for i in range(len(ds))] == items
+
+
+def test_multitask_rejects_rates_without_dataset():
+    with pytest.raises(KeyError, match='pose'):
+        LumenMultiTaskDataset(datasets=dict(det=_Toy('det', 2)),
+                              sample_rates=dict(det=1, pose=1),
+                              num_samples=4)
+
+
+def test_det_prompts_present_plus_absent_classes():
+    classes = ('circle', 'square', 'triangle', 'star')
+    results = dict(text=classes, gt_bboxes_labels=np.array([2, 2, 0]))
+    out = LumenDetPrompts(num_absent=1)(dict(results))
+    assert out['task'] == 'det'
+    assert {0, 2} <= set(out['prompt_labels'])
+    assert len(out['prompt_labels']) == 3
+    assert out['prompts'] == [classes[i] for i in out['prompt_labels']]
+    everything = LumenDetPrompts(test_mode=True)(dict(results))
+    assert everything['prompt_labels'] == [0, 1, 2, 3]
+    with pytest.raises(KeyError, match='return_classes'):
+        LumenDetPrompts()(dict(gt_bboxes_labels=np.array([0])))
+
+
+def test_ground_prompts_boxes_from_masks(shapes_root):
+    from mmengine.registry import init_default_scope
+
+    from mmdet.datasets import RefCocoDataset
+    init_default_scope('mmdet')
+    ds = RefCocoDataset(
+        data_root=str(shapes_root),
+        ann_file='annotations/instances_refs.json',
+        split_file='annotations/refs_shapes.p',
+        split='val',
+        data_prefix=dict(img_path=''),
+        text_mode='original',
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', with_bbox=False, with_label=False,
+                 with_mask=True),
+            dict(type='LumenGroundPrompts'),
+        ])
+    out = ds[0]
+    n = len(out['prompts'])
+    assert n == len(out['gt_bboxes']) and out['prompt_labels'] == list(range(n))
+    masks = out['gt_masks'].masks
+    for mask, box in zip(masks, out['gt_bboxes'].tensor.numpy()):
+        ys, xs = np.nonzero(mask)
+        assert box[0] == xs.min() and box[1] == ys.min()
+        assert box[2] == xs.max() + 1 and box[3] == ys.max() + 1

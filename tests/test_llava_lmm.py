@@ -1,0 +1,61 @@
+"""The LMM wrapper: hi-res features, [LOC] states, prefix sharing, LoRA."""
+import pytest
+import torch
+
+from lumen_mm.models import LlavaLMM
+
+TINY = dict(
+    vision_config=dict(hidden_size=32, intermediate_size=64,
+                       num_hidden_layers=2, num_attention_heads=2,
+                       image_size=32, patch_size=8),
+    text_config=dict(hidden_size=32, intermediate_size=64,
+                     num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=2),
+    image_size=32, aligner_image_size=64, vision_feature_layer=-1,
+    aligner_feature_layer=-1, freeze_vision=False)
+
+
+@pytest.fixture
+def lmm(tokenizer_dir):
+    torch.manual_seed(0)
+    return LlavaLMM(tokenizer=tokenizer_dir, **TINY)
+
+
+def test_high_resolution_patch_features(lmm):
+    embeds, feats = lmm.encode_images(torch.randn(2, 3, 64, 64))
+    assert embeds.shape == (2, 16, 32)  # 32 px / 8: the LMM's 4 x 4 tokens
+    assert feats.shape == (2, 32, 8, 8)  # 64 px / 8, interpolated positions
+    with pytest.raises(ValueError, match='64x64'):
+        lmm.encode_images(torch.randn(1, 3, 32, 32))
+
+
+def test_input_size_must_be_a_multiple_of_the_patch(tokenizer_dir):
+    with pytest.raises(ValueError, match='multiples of the patch size'):
+        LlavaLMM(tokenizer=tokenizer_dir, **dict(TINY, aligner_image_size=60))
+
+
+def test_shared_prefix_equals_full_prompts(lmm):
+    conv = lmm.conversation
+    prompts = [conv.location_prompt('det', d)
+               for d in ['circle', 'the left-most red star', 'square']]
+    embeds, _ = lmm.encode_images(torch.randn(2, 3, 64, 64))
+    shared = lmm.forward_prompts(embeds, [0, 1, 1], prompts)
+    lmm.share_prefix = False
+    full = lmm.forward_prompts(embeds, [0, 1, 1], prompts)
+    assert torch.allclose(shared['loc_states'], full['loc_states'], atol=1e-5)
+    assert torch.allclose(shared['loss_lm'], full['loss_lm'], atol=1e-5)
+    assert shared['has_loc'].all()
+    # the [LOC] state depends on the description
+    assert not torch.allclose(shared['loc_states'][1], shared['loc_states'][2])
+
+
+def test_lora_only_on_the_language_model(tokenizer_dir):
+    lmm = LlavaLMM(tokenizer=tokenizer_dir,
+                   lora=dict(r=4, lora_alpha=8),
+                   **dict(TINY, freeze_vision=True))
+    trainable = [n for n, p in lmm.named_parameters() if p.requires_grad]
+    assert trainable and all('language_model' in n for n in trainable)
+    assert any('lora_A' in n and 'q_proj' in n for n in trainable)
+    assert any('trainable_tokens' in n for n in trainable)
+    assert not any('vision_tower' in n and 'lora' in n
+                   for n, _ in lmm.named_parameters())
