@@ -40,11 +40,10 @@ def retarget(cfg, old: str, new: str):
     return cfg
 
 
-@pytest.fixture
-def tiny_cfg(shapes_root, tmp_path):
-    """The Lumen-Shapes config on the tiny test data, made smaller still."""
+def tiny_config(path, shapes_root, work_dir):
+    """A Lumen-Shapes config on the tiny test data, made smaller still."""
     from mmengine.config import Config
-    cfg = Config.fromfile(str(SHAPES_CONFIG))
+    cfg = Config.fromfile(str(path))
     cfg = retarget(cfg, 'data/lumen_shapes', str(shapes_root))
     backbone = cfg.model.backbone
     backbone.vision_config.update(hidden_size=32, intermediate_size=64,
@@ -52,10 +51,17 @@ def tiny_cfg(shapes_root, tmp_path):
     backbone.text_config.update(hidden_size=32, intermediate_size=64,
                                 num_hidden_layers=1, num_attention_heads=2,
                                 num_key_value_heads=2)
-    cfg.model.neck.update(embed_dim=32, depth=1, num_heads=2, mlp_dim=64)
+    cfg.model.neck.update(embed_dim=32, num_convs=1)
+    if cfg.model.neck.type == 'TransformerDenseAligner':
+        cfg.model.neck.update(depth=1, num_heads=2, mlp_dim=64)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].update(batch_size=2, num_workers=0,
                            persistent_workers=False)
     cfg.train_dataloader.dataset.num_samples = 8
-    cfg.work_dir = str(tmp_path / 'work_dir')
+    cfg.work_dir = str(work_dir)
     return cfg
+
+
+@pytest.fixture
+def tiny_cfg(shapes_root, tmp_path):
+    return tiny_config(SHAPES_CONFIG, shapes_root, tmp_path / 'work_dir')

@@ -59,3 +59,28 @@ def test_lora_only_on_the_language_model(tokenizer_dir):
     assert any('trainable_tokens' in n for n in trainable)
     assert not any('vision_tower' in n and 'lora' in n
                    for n, _ in lmm.named_parameters())
+
+
+def test_loads_a_local_hugging_face_checkpoint(lmm, tmp_path):
+    """The real loading path, on a tiny checkpoint written here."""
+    lmm.hf_model.save_pretrained(tmp_path / 'llava')
+    lmm.tokenizer.save_pretrained(tmp_path / 'llava')
+    loaded = LlavaLMM(pretrained=str(tmp_path / 'llava'),
+                      **{k: v for k, v in TINY.items()
+                         if k not in ('vision_config', 'text_config')})
+    assert any(tmp_path.joinpath('llava').glob('*.safetensors'))
+    images = torch.randn(1, 3, 64, 64)
+    prompt = [lmm.conversation.location_prompt('det', 'circle')]
+    lmm.eval(), loaded.eval()
+    with torch.no_grad():
+        a = lmm.forward_prompts(lmm.encode_images(images)[0], [0], prompt)
+        b = loaded.forward_prompts(loaded.encode_images(images)[0], [0],
+                                   prompt)
+    assert torch.allclose(a['loc_states'], b['loc_states'], atol=1e-5)
+
+
+def test_missing_checkpoint_names_the_expected_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match='config.json'):
+        LlavaLMM(pretrained=str(tmp_path / 'nowhere'), **{
+            k: v for k, v in TINY.items()
+            if k not in ('vision_config', 'text_config')})

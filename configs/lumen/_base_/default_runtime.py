@@ -3,6 +3,6 @@ _base_ = 'mmdet::_base_/default_runtime.py'
 custom_imports = dict(imports=['lumen_mm'], allow_failed_imports=False)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000,
-                    max_keep_ckpts=2))
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=400,
+                    max_keep_ckpts=3))
 log_processor = dict(by_epoch=False)

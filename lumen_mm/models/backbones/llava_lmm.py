@@ -37,8 +37,8 @@ def check_hf_dir(path: str) -> None:
             f'LLaVA checkpoint directory {path!r} does not exist. Point '
             '`pretrained` at a local Hugging Face LLaVA directory (config.json, '
             'model*.safetensors, tokenizer files), e.g. one saved by '
-            '`LlavaForConditionalGeneration.save_pretrained` or written by '
-            'tools/convert_llava_v1.py.')
+            '`LlavaForConditionalGeneration.save_pretrained` (llava-hf '
+            'checkpoints have this layout).')
     missing = [f for f in HF_CHECKPOINT_FILES
                if not osp.isfile(osp.join(path, f))]
     if missing:
@@ -94,6 +94,8 @@ class LlavaLMM(BaseModule):
                  share_prefix: bool = True,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if pretrained is not None:
+            check_hf_dir(pretrained)
         tokenizer = tokenizer or pretrained
         if tokenizer is None:
             raise ValueError('LlavaLMM needs `tokenizer` (a directory) or '
@@ -109,7 +111,6 @@ class LlavaLMM(BaseModule):
         self.tokenizer.add_tokens([IMAGE_TOKEN, *LUMEN_SPECIAL_TOKENS],
                                   special_tokens=True)
         if pretrained is not None:
-            check_hf_dir(pretrained)
             llava = LlavaForConditionalGeneration.from_pretrained(
                 pretrained, use_safetensors=True)
         else:

@@ -1,7 +1,7 @@
 # A short CPU schedule: AdamW (the paper's optimiser, weight decay 0), linear
 # warm-up, cosine decay. The paper's learning rate was lost from its text; a
 # tiny model trained from scratch wants a larger one than LoRA on a 7B LMM.
-max_iters = 2000
+max_iters = 1200
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0),

@@ -1,0 +1,12 @@
+# Ablation (Table 3a): the paper's transformer aligner on Lumen-Shapes, with
+# two 3x3 convolutions on the patch tokens before the read-out.
+_base_ = './lumen_tiny_shapes_det_ground.py'
+model = dict(
+    neck=dict(
+        _delete_=True,
+        type='TransformerDenseAligner',
+        embed_dim=128,
+        depth=2,
+        num_heads=4,
+        mlp_dim=512,
+        num_convs=2))
