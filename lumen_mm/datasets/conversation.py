@@ -15,7 +15,7 @@ sentences, questions) is tokenised with ``split_special_tokens=True``, so a
 description that contains ``[LOC]`` or ``<image>`` stays plain text.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional
 
 LOC_TOKEN = '[LOC]'
 IMAGE_TOKEN = '<image>'
@@ -136,32 +136,3 @@ class ConversationTemplate:
         ids = prefix + question + answer
         labels = [IGNORE_INDEX] * (len(prefix) + len(question)) + answer
         return TokenizedPrompt(ids, labels, len(prefix))
-
-    def chat(self, turns: Sequence[Tuple[str, str]]) -> TokenizedPrompt:
-        """A plain LLaVA conversation (VQA): ``[(question, answer), ...]``.
-
-        The image goes before the first question; only answers are labelled.
-        """
-        if not turns:
-            raise ValueError('A conversation needs at least one turn.')
-        ids = self.prefix_ids('\n')
-        labels = [IGNORE_INDEX] * len(ids)
-        prefix_len = len(ids)
-        for i, (question, answer) in enumerate(turns):
-            q = self._user_text(question.strip()) + self._text(' ASSISTANT:')
-            if i > 0:
-                q = self._text(' USER: ') + q
-            a = self._user_text(' ' + answer.strip()) + [
-                self.tokenizer.eos_token_id
-            ]
-            ids += q + a
-            labels += [IGNORE_INDEX] * len(q) + a
-        return TokenizedPrompt(ids, labels, prefix_len)
-
-    def question(self, instruction: str) -> TokenizedPrompt:
-        """A free-form instruction, ready for generation of the answer."""
-        if not instruction or not instruction.strip():
-            raise ValueError('Empty instruction.')
-        ids = self.prefix_ids('\n') + self._user_text(
-            instruction.strip()) + self._text(' ASSISTANT:')
-        return TokenizedPrompt(ids, [IGNORE_INDEX] * len(ids), len(ids))

@@ -12,8 +12,6 @@ from torchvision.ops import batched_nms
 
 from lumen_mm.datasets.conversation import TokenizedPrompt
 
-# Tasks whose prompt names one referred object (K = 1, no NMS).
-REFERRING_TASKS = ('ground', )
 BOX_TASKS = ('det', 'ground')
 
 
