@@ -52,6 +52,8 @@ def tiny_config(path, shapes_root, work_dir):
                                 num_hidden_layers=1, num_attention_heads=2,
                                 num_key_value_heads=2)
     cfg.model.neck.update(embed_dim=32, num_convs=1)
+    if 'dilations' in cfg.model.neck:
+        cfg.model.neck.dilations = (2, )
     if cfg.model.neck.type == 'TransformerDenseAligner':
         cfg.model.neck.update(depth=1, num_heads=2, mlp_dim=64)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

@@ -39,3 +39,19 @@ def test_heatmap_starts_near_the_focal_prior():
     heat = model(torch.randn(4, 24), torch.randn(1, 16, 6, 6),
                  [0] * 4)['heatmap']
     assert abs(heat.mean().item() - FOCAL_PRIOR_BIAS) < 1.0
+
+
+def test_dilated_convs_see_across_the_grid():
+    """With dilations (1, 2, 4) the heatmap at one corner depends on the far
+    side of a 16 x 16 grid; with plain 3x3 convolutions it cannot."""
+    def reach(dilations):
+        torch.manual_seed(0)
+        model = ConvDenseAligner(8, 4, embed_dim=8, num_convs=3,
+                                 dilations=dilations)
+        feats = torch.randn(1, 4, 16, 16, requires_grad=True)
+        model(torch.randn(1, 8), feats, [0])['heatmap'][0, 0, 0, 0].backward()
+        return feats.grad[0].abs().sum(0).nonzero()[:, 1].max().item()
+    assert reach(None) == 3
+    assert reach((1, 2, 4)) == 7
+    with pytest.raises(ValueError, match='dilations'):
+        ConvDenseAligner(8, 4, num_convs=3, dilations=(1, 2))

@@ -12,6 +12,14 @@ _base_ = [
     '../_base_/default_runtime.py', '../_base_/models/lumen_tiny.py',
     '../_base_/datasets/lumen_shapes.py', '../_base_/schedules/cpu_tiny.py'
 ]
+# Dilations (1, 2, 4) let the three convolutions see 15 x 15 patches, which
+# relations ("left of the yellow cross") need: grounding Acc@0.5 0.455 vs
+# 0.410 with plain 3x3 convolutions, bbox AP50 0.598 vs 0.646 (1200
+# iterations each, this CPU).
 model = dict(
     neck=dict(
-        _delete_=True, type='ConvDenseAligner', embed_dim=128, num_convs=3))
+        _delete_=True,
+        type='ConvDenseAligner',
+        embed_dim=128,
+        num_convs=3,
+        dilations=(1, 2, 4)))

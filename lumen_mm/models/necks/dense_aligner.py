@@ -9,7 +9,7 @@ Both variants return ``dict(heatmap=(P, 1, h, w), wh=(P, 2, h, w))`` with the
 wh channels ordered (width, height), in units of patches.
 """
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from mmdet.registry import MODELS
@@ -23,11 +23,16 @@ from torch import Tensor, nn
 FOCAL_PRIOR_BIAS = -math.log((1 - 0.1) / 0.1)
 
 
-def _conv_stack(dim: int, num_convs: int) -> nn.Sequential:
+def _conv_stack(dim: int, num_convs: int,
+                dilations: Optional[Sequence[int]] = None) -> nn.Sequential:
     """``num_convs`` x (3x3 conv, GELU); empty for 0."""
+    dilations = dilations or [1] * num_convs
+    if len(dilations) != num_convs:
+        raise ValueError(f'{num_convs} convolutions but {len(dilations)} '
+                         'dilations given.')
     layers = []
-    for _ in range(num_convs):
-        layers += [nn.Conv2d(dim, dim, 3, padding=1), nn.GELU()]
+    for d in dilations:
+        layers += [nn.Conv2d(dim, dim, 3, padding=d, dilation=d), nn.GELU()]
     return nn.Sequential(*layers)
 
 
@@ -117,7 +122,9 @@ class ConvDenseAligner(_AlignerBase):
     """The convolutional aligner of the ablation (Table 3a).
 
     The ``[LOC]`` embedding modulates every patch feature channel-wise; a few
-    3x3 convolutions then predict the heatmap and the wh maps.
+    3x3 convolutions then predict the heatmap and the wh maps. ``dilations``
+    widen their view (e.g. ``(1, 2, 4)`` sees 15 x 15 patches), which
+    relations such as "left of the yellow cross" need.
     """
 
     def __init__(self,
@@ -125,9 +132,10 @@ class ConvDenseAligner(_AlignerBase):
                  vision_dim: int,
                  embed_dim: int = 256,
                  num_convs: int = 3,
+                 dilations: Optional[Sequence[int]] = None,
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, init_cfg)
-        self.convs = _conv_stack(embed_dim, num_convs)
+        self.convs = _conv_stack(embed_dim, num_convs, dilations)
         self.heat_conv = nn.Conv2d(embed_dim, 1, 1)
         self.wh_conv = nn.Conv2d(embed_dim, 2, 1)
         nn.init.constant_(self.heat_conv.bias, FOCAL_PRIOR_BIAS)
