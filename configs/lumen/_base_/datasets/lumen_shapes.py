@@ -62,22 +62,17 @@ ground_train = dict(
     data_prefix=dict(img_path=''),
     text_mode='random',
     pipeline=ground_train_pipeline)
+# Validation reads the val split of the same files, without augmentation.
 det_val = dict(
-    type='CocoDataset',
-    data_root=data_root,
+    det_train,
     ann_file='annotations/instances_val.json',
     data_prefix=dict(img='val/'),
-    metainfo=metainfo,
+    filter_cfg=None,
     test_mode=True,
-    return_classes=True,
     pipeline=det_test_pipeline)
 ground_val = dict(
-    type='RefCocoDataset',
-    data_root=data_root,
-    ann_file='annotations/instances_refs.json',
-    split_file='annotations/refs_shapes.p',
+    ground_train,
     split='val',
-    data_prefix=dict(img_path=''),
     text_mode='original',
     test_mode=True,
     pipeline=ground_test_pipeline)
