@@ -1,9 +1,10 @@
 from .backbones import LlavaLMM
 from .dense_heads import HeatmapHead, PeakSelector
 from .detectors import Lumen
+from .mask_heads import SamMaskHead
 from .necks import ConvDenseAligner, TransformerDenseAligner
 
 __all__ = [
     'LlavaLMM', 'TransformerDenseAligner', 'ConvDenseAligner', 'HeatmapHead',
-    'PeakSelector', 'Lumen'
+    'PeakSelector', 'Lumen', 'SamMaskHead'
 ]

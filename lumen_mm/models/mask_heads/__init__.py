@@ -1,0 +1,3 @@
+from .sam_mask_head import SamMaskHead
+
+__all__ = ['SamMaskHead']

@@ -1,0 +1,325 @@
+"""Promptable mask decoder of Stage 2 (Sec. 3.2.2): SAM prompted by each
+decoded box and its centre point.
+
+The paper uses SAM frozen, loaded from an official checkpoint (vit_h / vit_l /
+vit_b). ``train_decoder=True`` trains SAM's mask decoder instead (the ablation
+"SAM vs a trained mask decoder"); ``sam_type='tiny'`` builds a small SAM for
+tests and the Lumen-Shapes configs, where no pretrained SAM can be fetched.
+"""
+import os.path as osp
+import re
+from contextlib import nullcontext
+from functools import partial
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule
+from segment_anything import sam_model_registry
+from segment_anything.modeling import (ImageEncoderViT, MaskDecoder,
+                                       PromptEncoder, Sam, TwoWayTransformer)
+from segment_anything.utils.transforms import ResizeLongestSide
+from torch import Tensor
+
+SAM_TYPES = ('vit_h', 'vit_l', 'vit_b', 'tiny')
+# Official checkpoints (github.com/facebookresearch/segment-anything).
+SAM_CHECKPOINTS = {
+    'vit_h': 'sam_vit_h_4b8939.pth',
+    'vit_l': 'sam_vit_l_0b3195.pth',
+    'vit_b': 'sam_vit_b_01ec64.pth',
+}
+# Image-encoder (width, depth) of each official type, as segment-anything's
+# build_sam_vit_* set them; used to name the type a checkpoint holds.
+SAM_ENCODER_SHAPES = {
+    'vit_h': (1280, 32),
+    'vit_l': (1024, 24),
+    'vit_b': (768, 12),
+}
+TINY_SAM = dict(
+    img_size=128,
+    patch_size=8,
+    embed_dim=64,
+    depth=2,
+    num_heads=2,
+    prompt_embed_dim=64,
+    decoder_depth=2,
+    decoder_heads=2,
+    decoder_mlp_dim=256)
+# CLIP's normalisation in RGB, 0-255 units (Lumen's data preprocessor).
+CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)
+CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
+
+
+def build_tiny_sam(img_size: int, patch_size: int, embed_dim: int, depth: int,
+                   num_heads: int, prompt_embed_dim: int, decoder_depth: int,
+                   decoder_heads: int, decoder_mlp_dim: int) -> Sam:
+    """A small ``Sam`` from segment-anything's parts.
+
+    segment-anything's ``_build_sam`` hard-codes the 1024-px input and the
+    256-d prompt space, so the tiny model is assembled here the same way with
+    every size configurable (global attention only, no relative positions).
+    """
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=4,
+            out_chans=prompt_embed_dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_embed_dim,
+            image_embedding_size=(img_size // patch_size,
+                                  img_size // patch_size),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=16),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=decoder_depth,
+                embedding_dim=prompt_embed_dim,
+                mlp_dim=decoder_mlp_dim,
+                num_heads=decoder_heads),
+            transformer_dim=prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=prompt_embed_dim))
+
+
+def load_sam_state_dict(checkpoint: str, sam_type: str,
+                        tiny: Optional[dict] = None) -> Dict[str, Tensor]:
+    """Load a SAM checkpoint safely and check that it holds ``sam_type``.
+
+    The check reads only the image encoder's width (patch embedding) and
+    depth (block indices), so a mismatch is reported before a large model is
+    built.
+    """
+    if not osp.isfile(checkpoint):
+        official = ', '.join(f'{t}: {f}' for t, f in SAM_CHECKPOINTS.items())
+        raise FileNotFoundError(
+            f'SAM checkpoint {checkpoint!r} does not exist. Download the '
+            f'official file for sam_type={sam_type!r} ({official}) from '
+            'https://github.com/facebookresearch/segment-anything and set '
+            '`checkpoint` to its path, or set checkpoint=None for a randomly '
+            'initialised SAM.')
+    state_dict = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    key = 'image_encoder.patch_embed.proj.weight'
+    if not isinstance(state_dict, dict) or key not in state_dict:
+        raise ValueError(
+            f'{checkpoint!r} is not a SAM state dict: it has no {key!r}. Use '
+            'an official SAM checkpoint (e.g. sam_vit_b_01ec64.pth).')
+    width = state_dict[key].shape[0]
+    blocks = {
+        int(m.group(1))
+        for k in state_dict
+        for m in [re.match(r'image_encoder\.blocks\.(\d+)\.', k)] if m
+    }
+    depth = max(blocks) + 1 if blocks else 0
+    expected = ((tiny['embed_dim'], tiny['depth'])
+                if sam_type == 'tiny' else SAM_ENCODER_SHAPES[sam_type])
+    if (width, depth) != expected:
+        found = [
+            t for t, s in SAM_ENCODER_SHAPES.items() if s == (width, depth)
+        ]
+        looks = (f"looks like {found[0]}: set sam_type='{found[0]}'"
+                 if found else 'matches no official SAM type: check the '
+                 '`tiny` sizes or use an official checkpoint')
+        raise ValueError(
+            f'SAM checkpoint {checkpoint!r} has an image encoder of width '
+            f'{width} and depth {depth}, but sam_type={sam_type!r} expects '
+            f'width {expected[0]} and depth {expected[1]}; the checkpoint '
+            f'{looks}.')
+    return state_dict
+
+
+@MODELS.register_module()
+class SamMaskHead(BaseModule):
+    """SAM decoding each (box, centre point) prompt into a mask.
+
+    Args:
+        sam_type: ``'vit_h'``, ``'vit_l'``, ``'vit_b'`` (segment-anything's
+            builders) or ``'tiny'``.
+        checkpoint: an official SAM ``.pth`` for ``sam_type`` (loaded with
+            ``weights_only=True``); None for random initialisation.
+        tiny: sizes of the tiny SAM (keys of ``TINY_SAM``; missing keys take
+            its values). ``img_size`` should be the Lumen input size.
+        train_decoder: train SAM's mask decoder; False freezes all of SAM,
+            as in the paper.
+        train_encoder: also train the image and prompt encoders (for the
+            tiny SAM, which has no pretrained weights).
+        input_mean / input_std: the normalisation (RGB, 0-255 units) that
+            the incoming image batch already has; the head converts it to
+            SAM's own.
+        loss_mask / loss_dice: losses on the mask logits (only used when a
+            part of SAM trains).
+        init_cfg: mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 sam_type: str = 'vit_h',
+                 checkpoint: Optional[str] = None,
+                 tiny: Optional[dict] = None,
+                 train_decoder: bool = False,
+                 train_encoder: bool = False,
+                 input_mean: Sequence[float] = CLIP_MEAN,
+                 input_std: Sequence[float] = CLIP_STD,
+                 loss_mask: dict = dict(
+                     type='CrossEntropyLoss',
+                     use_sigmoid=True,
+                     loss_weight=1.0),
+                 loss_dice: dict = dict(
+                     type='DiceLoss', use_sigmoid=True, loss_weight=1.0),
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if sam_type not in SAM_TYPES:
+            raise ValueError(f'Unknown sam_type {sam_type!r}; expected one '
+                             f'of {SAM_TYPES}.')
+        if tiny is not None and sam_type != 'tiny':
+            raise ValueError(f"`tiny` sizes are only used with sam_type="
+                             f"'tiny', got sam_type={sam_type!r}.")
+        tiny = {**TINY_SAM, **(tiny or {})}
+        unknown = set(tiny) - set(TINY_SAM)
+        if unknown:
+            raise ValueError(f'Unknown `tiny` keys {sorted(unknown)}; '
+                             f'expected some of {list(TINY_SAM)}.')
+        state_dict = (
+            load_sam_state_dict(checkpoint, sam_type, tiny)
+            if checkpoint is not None else None)
+        self.sam = (build_tiny_sam(**tiny) if sam_type == 'tiny' else
+                    sam_model_registry[sam_type](checkpoint=None))
+        if state_dict is not None:
+            self.sam.load_state_dict(state_dict)
+        self.sam_type = sam_type
+        self.train_decoder = train_decoder
+        self.train_encoder = train_encoder
+        self.sam.requires_grad_(False)
+        self.sam.mask_decoder.requires_grad_(train_decoder)
+        self.sam.image_encoder.requires_grad_(train_encoder)
+        self.sam.prompt_encoder.requires_grad_(train_encoder)
+        self.transform = ResizeLongestSide(self.sam.image_encoder.img_size)
+        self.register_buffer(
+            'input_mean', torch.tensor(input_mean).view(-1, 1, 1), False)
+        self.register_buffer(
+            'input_std', torch.tensor(input_std).view(-1, 1, 1), False)
+        self.loss_mask = MODELS.build(loss_mask)
+        self.loss_dice = MODELS.build(loss_dice)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """SAM image embeddings (B, C, h, w) of a normalised (B, 3, H, W)
+        batch: back to pixels, longest side resized to SAM's input size,
+        SAM-normalised and padded (``Sam.preprocess``)."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError('encode expects a (B, 3, H, W) image batch, got '
+                             f'shape {tuple(images.shape)}.')
+        pixels = images * self.input_std + self.input_mean
+        size = self.transform.get_preprocess_shape(
+            *images.shape[-2:], self.transform.target_length)
+        if tuple(size) != tuple(images.shape[-2:]):
+            pixels = F.interpolate(
+                pixels, size, mode='bilinear', align_corners=False,
+                antialias=True)
+        grad = nullcontext() if self.train_encoder else torch.no_grad()
+        with grad:
+            return self.sam.image_encoder(self.sam.preprocess(pixels))
+
+    def predict_masks(
+            self,
+            image_embeddings: Tensor,
+            boxes: List[Tensor],
+            points: Optional[List[Tensor]] = None,
+            input_size: Optional[Tuple[int, int]] = None) -> List[Tensor]:
+        """Mask logits for every prompt, one prompt_encoder/mask_decoder call
+        per image.
+
+        Args:
+            image_embeddings: (B, C, h, w) from :meth:`encode`.
+            boxes: per image (n, 4) xyxy boxes in input pixels.
+            points: per image (n, 2) positive points (label 1); None uses the
+                box centres.
+            input_size: (H, W) of the image batch given to :meth:`encode`.
+
+        Returns:
+            per image (n, H, W) mask logits at input resolution (a pixel is
+            in the mask where its logit is > 0).
+        """
+        if input_size is None:
+            raise ValueError('predict_masks needs `input_size`, the (H, W) of '
+                             'the image batch given to encode().')
+        if len(boxes) != len(image_embeddings):
+            raise ValueError(f'Got boxes for {len(boxes)} images but '
+                             f'{len(image_embeddings)} image embeddings.')
+        if points is not None and len(points) != len(boxes):
+            raise ValueError(f'Got points for {len(points)} images but boxes '
+                             f'for {len(boxes)}.')
+        resized = self.transform.get_preprocess_shape(
+            *input_size, self.transform.target_length)
+        grad = (nullcontext() if self.train_decoder or self.train_encoder
+                else torch.no_grad())
+        masks = []
+        with grad:
+            for i, (embedding, box) in enumerate(zip(image_embeddings, boxes)):
+                if box.dim() != 2 or box.shape[1] != 4:
+                    raise ValueError('boxes must be (n, 4) xyxy per image; '
+                                     f'image {i} has {tuple(box.shape)}.')
+                if len(box) == 0:
+                    masks.append(embedding.new_zeros((0, *input_size)))
+                    continue
+                point = ((box[:, :2] + box[:, 2:]) / 2
+                         if points is None else points[i])
+                if point.shape != (len(box), 2):
+                    raise ValueError(
+                        f'points must be (n, 2) with one point per box; image '
+                        f'{i} has {tuple(point.shape)} for {len(box)} boxes.')
+                coords = self.transform.apply_coords_torch(
+                    point[:, None], input_size)
+                labels = torch.ones(
+                    len(box), 1, dtype=torch.int, device=box.device)
+                sparse, dense = self.sam.prompt_encoder(
+                    points=(coords, labels),
+                    boxes=self.transform.apply_boxes_torch(box, input_size),
+                    masks=None)
+                low_res, _ = self.sam.mask_decoder(
+                    image_embeddings=embedding[None],
+                    image_pe=self.sam.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=False)
+                masks.append(
+                    self.sam.postprocess_masks(low_res, resized,
+                                               tuple(input_size))[:, 0])
+        return masks
+
+    def loss(self, mask_logits: List[Tensor],
+             gt_masks: List[Tensor]) -> Dict[str, Tensor]:
+        """Sigmoid cross-entropy and Dice of the mask logits.
+
+        Args:
+            mask_logits: per image (n, H, W) from :meth:`predict_masks`.
+            gt_masks: per image the n target masks at input resolution, as
+                (n, H, W) tensors or mmdet ``BitmapMasks``.
+        """
+        if len(mask_logits) != len(gt_masks):
+            raise ValueError(f'Got mask logits for {len(mask_logits)} images '
+                             f'but gt masks for {len(gt_masks)}.')
+        preds, targets = [], []
+        for i, (pred, gt) in enumerate(zip(mask_logits, gt_masks)):
+            if hasattr(gt, 'to_tensor'):  # BitmapMasks / PolygonMasks
+                gt = gt.to_tensor(torch.float, pred.device)
+            if tuple(gt.shape) != tuple(pred.shape):
+                raise ValueError(
+                    f'Image {i}: gt masks {tuple(gt.shape)} do not match the '
+                    f'mask logits {tuple(pred.shape)}; give one gt mask per '
+                    'prompt at the input (padded batch) resolution.')
+            preds.append(pred.flatten(1))
+            targets.append(gt.to(pred.device).float().flatten(1))
+        pred = torch.cat(preds)
+        target = torch.cat(targets)
+        if len(pred) == 0:  # no prompts in the batch
+            zero = pred.sum() * 0
+            return dict(loss_mask=zero, loss_dice=zero)
+        return dict(
+            loss_mask=self.loss_mask(pred, target),
+            loss_dice=self.loss_dice(pred, target))
