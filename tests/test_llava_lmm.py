@@ -40,7 +40,7 @@ def test_shared_prefix_equals_full_prompts(lmm):
                for d in ['circle', 'the left-most red star', 'square']]
     embeds, _ = lmm.encode_images(torch.randn(2, 3, 64, 64))
     shared = lmm.forward_prompts(embeds, [0, 1, 1], prompts)
-    lmm.share_prefix = False
+    lmm.prompt_mode = 'batched'
     full = lmm.forward_prompts(embeds, [0, 1, 1], prompts)
     assert torch.allclose(shared['loc_states'], full['loc_states'], atol=1e-5)
     assert torch.allclose(shared['loss_lm'], full['loss_lm'], atol=1e-5)

@@ -11,14 +11,17 @@ One batch holds several images and, per image, several prompts (every class of
 a detection image, say). The vision tower runs once per image at each
 resolution; the prompts index into those features.
 """
+import os
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple, Union
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from transformers import (AutoTokenizer, CLIPVisionConfig, LlamaConfig,
                           LlavaConfig, LlavaForConditionalGeneration)
 
@@ -26,11 +29,14 @@ from lumen_mm.datasets.conversation import (IGNORE_INDEX, IMAGE_TOKEN,
                                             LUMEN_SPECIAL_TOKENS,
                                             ConversationTemplate,
                                             TokenizedPrompt)
+from lumen_mm.datasets.tokenizer import tokenizer_exists
 
 HF_CHECKPOINT_FILES = ('config.json', )
+# How forward_prompts runs the prompts through the LLM (see LlavaLMM).
+PROMPT_MODES = ('shared', 'batched', 'per_prompt')
 
 
-def check_hf_dir(path: str) -> None:
+def check_hf_dir(path: str, need_tokenizer: bool = True) -> None:
     """Fail early, naming what a Hugging Face LLaVA directory must hold."""
     if not osp.isdir(path):
         raise FileNotFoundError(
@@ -41,10 +47,23 @@ def check_hf_dir(path: str) -> None:
             'checkpoints have this layout).')
     missing = [f for f in HF_CHECKPOINT_FILES
                if not osp.isfile(osp.join(path, f))]
+    files = os.listdir(path)
+    # weights load through safetensors only: a pickle could run code
+    if not any(f.endswith('.safetensors') for f in files):
+        pickles = [f for f in files if f.endswith(('.bin', '.pt', '.pth'))]
+        missing.append('model*.safetensors' + (
+            f' (pickled weights {pickles} are not loaded: convert them, e.g. '
+            'load with transformers and `save_pretrained(dir)`, which writes '
+            'safetensors)' if pickles else ''))
+    if need_tokenizer and not tokenizer_exists(path):
+        missing.append('tokenizer.json or tokenizer.model (or set '
+                       '`tokenizer` to a tokenizer directory)')
     if missing:
         raise FileNotFoundError(
-            f'LLaVA checkpoint directory {path!r} lacks {missing}; expected '
-            'config.json, model*.safetensors and tokenizer files.')
+            f'LLaVA checkpoint directory {path!r} is incomplete: it lacks '
+            f'{"; ".join(missing)}. A Hugging Face LLaVA directory holds '
+            'config.json, model*.safetensors and the tokenizer files, as '
+            '`save_pretrained` of the model and its tokenizer writes them.')
 
 
 @MODELS.register_module()
@@ -71,9 +90,11 @@ class LlavaLMM(BaseModule):
             ``freeze_language_model=True``, none of it.
         conversation: kwargs of :class:`ConversationTemplate` (system...).
         gradient_checkpointing: trade compute for memory in the LLM.
-        share_prefix: run the prompts' common prefix once per image and the
-            suffixes on its KV cache; ``False`` runs every prompt in full
-            (the reference path).
+        prompt_mode: how the prompts run through the LLM. ``'shared'``: the
+            prompts' common prefix once per image, their suffixes packed on
+            its KV cache; ``'batched'``: one padded batch of full prompts;
+            ``'per_prompt'``: every prompt alone, a full pass each (the naive
+            reference). All three give the same ``[LOC]`` states.
     """
 
     def __init__(self,
@@ -91,11 +112,14 @@ class LlavaLMM(BaseModule):
                  lora: Optional[dict] = None,
                  conversation: Optional[dict] = None,
                  gradient_checkpointing: bool = False,
-                 share_prefix: bool = True,
+                 prompt_mode: str = 'shared',
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if prompt_mode not in PROMPT_MODES:
+            raise ValueError(f'prompt_mode={prompt_mode!r} is unknown; use '
+                             f'one of {PROMPT_MODES}.')
         if pretrained is not None:
-            check_hf_dir(pretrained)
+            check_hf_dir(pretrained, need_tokenizer=tokenizer is None)
         tokenizer = tokenizer or pretrained
         if tokenizer is None:
             raise ValueError('LlavaLMM needs `tokenizer` (a directory) or '
@@ -107,7 +131,14 @@ class LlavaLMM(BaseModule):
                 'data/lumen_shapes` (it writes data/lumen_shapes/tokenizer); '
                 'otherwise point `tokenizer` or `pretrained` at a local '
                 'Hugging Face directory.')
+        if not tokenizer_exists(tokenizer):
+            raise FileNotFoundError(
+                f'Tokenizer directory {tokenizer!r} has no tokenizer.json or '
+                'tokenizer.model: point `tokenizer` at a directory written by '
+                '`tokenizer.save_pretrained` (for Lumen-Shapes, the '
+                'tokenizer/ folder that tools/make_shapes.py writes).')
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        base_vocab = len(self.tokenizer)  # before Lumen's tokens
         self.tokenizer.add_tokens([IMAGE_TOKEN, *LUMEN_SPECIAL_TOKENS],
                                   special_tokens=True)
         if pretrained is not None:
@@ -126,6 +157,13 @@ class LlavaLMM(BaseModule):
                     vision_config=CLIPVisionConfig(**(vision_config or {})),
                     text_config=LlamaConfig(**text_config),
                     projector_hidden_act=projector_hidden_act))
+        rows = llava.get_input_embeddings().num_embeddings
+        if pretrained is not None and base_vocab > rows:
+            raise ValueError(
+                f'The tokenizer {tokenizer!r} has {base_vocab} tokens but the '
+                f'checkpoint {pretrained!r} embeds only {rows}: it is not '
+                'the tokenizer this LLaVA was trained with. Use the '
+                "checkpoint's own tokenizer (leave `tokenizer` unset).")
         if llava.get_input_embeddings().num_embeddings < len(self.tokenizer):
             llava.resize_token_embeddings(len(self.tokenizer))
         llava.config.image_token_id = self.tokenizer.convert_tokens_to_ids(
@@ -136,7 +174,9 @@ class LlavaLMM(BaseModule):
             raise ValueError(
                 f'Input sizes {image_size} (LMM) and {aligner_image_size} '
                 f'(aligner) must be multiples of the patch size '
-                f'{vcfg.patch_size}.')
+                f'{vcfg.patch_size}: set `image_size` and '
+                f'`aligner_image_size` to multiples of it (and the data '
+                f'pipeline\'s Resize/Pad to `aligner_image_size`).')
         self.image_size = image_size
         self.aligner_image_size = aligner_image_size
         self.vision_feature_layer = vision_feature_layer
@@ -146,7 +186,10 @@ class LlavaLMM(BaseModule):
                                      int) else len(aligner_feature_layer)
         self.vision_dim = vcfg.hidden_size * num_layers
         self.text_dim = llava.config.text_config.hidden_size
-        self.share_prefix = share_prefix
+        self.prompt_mode = prompt_mode
+        # LLM tokens of every forward_prompts so far (see _count_tokens);
+        # cheap to keep, clear() it to count a stretch of work
+        self.llm_tokens: Counter = Counter()
         self.conversation = ConversationTemplate(
             self.tokenizer, (image_size // vcfg.patch_size)**2,
             **(conversation or {}))
@@ -163,6 +206,30 @@ class LlavaLMM(BaseModule):
         self.llava = llava
         if lora is not None:
             self.llava = self._add_lora(llava, lora)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
+                              **kwargs) -> None:
+        """Refuse a checkpoint whose token embedding does not fit the
+        tokenizer: mmengine loads non-strictly and would only log the size
+        mismatch, leaving the embedding untrained."""
+        # the nn.Embedding itself, also inside peft's trainable-tokens wrapper
+        embedding = next(
+            m for m in self.hf_model.get_input_embeddings().modules()
+            if isinstance(m, torch.nn.Embedding)).weight
+        name = next((n for n, p in self.named_parameters(
+            remove_duplicate=False) if p is embedding), None)
+        saved = state_dict.get(prefix + name) if name else None
+        if saved is not None and saved.shape[0] != embedding.shape[0]:
+            raise ValueError(
+                f'The checkpoint\'s token embedding has {saved.shape[0]} '
+                f'rows but this model has {embedding.shape[0]} for its '
+                f'tokenizer {self.tokenizer.name_or_path!r} '
+                f'({len(self.tokenizer)} tokens with Lumen\'s): the '
+                'checkpoint was trained with another tokenizer. Point '
+                '`tokenizer` (model.backbone.tokenizer) at the one it was '
+                'trained with (for Lumen-Shapes, the tokenizer/ folder '
+                'written with the training data).')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def init_weights(self) -> None:
         """Nothing to do: the weights come from the checkpoint, or from
@@ -259,34 +326,132 @@ class LlavaLMM(BaseModule):
             attention_mask=mask).last_hidden_state
         return hidden, ids, labels
 
+    def _run_per_prompt(self, image_embeds: Tensor, prompt_image: Tensor,
+                        prompts: Sequence[TokenizedPrompt]):
+        """Naive reference: every prompt alone, one full LLM pass each."""
+        hidden = [
+            self._run_full(image_embeds, prompt_image[i:i + 1], [p])[0][0]
+            for i, p in enumerate(prompts)
+        ]
+        device = image_embeds.device
+        ids = self._pad([p.input_ids for p in prompts], self.pad_id, device)
+        labels = self._pad([p.labels for p in prompts], IGNORE_INDEX, device)
+        return pad_sequence(hidden, batch_first=True), ids, labels
+
+    def _packed_attention_mask(self, segment: Tensor,
+                               dtype: torch.dtype) -> Tensor:
+        """4D attention mask of a packed row ``[prefix | suffix 1 | suffix 2
+        ...]``: each token sees the earlier tokens of the prefix and of its
+        own suffix. ``segment`` (B, L): -2 on the prefix, the prompt index on
+        a suffix, -1 on padding (which sees the prefix and padding only)."""
+        length = segment.shape[1]
+        causal = torch.ones(
+            length, length, dtype=torch.bool, device=segment.device).tril()
+        sees = (segment[:, None, :] == -2) | (
+            segment[:, :, None] == segment[:, None, :])
+        mask = (sees & causal)[:, None]
+        impl = self.hf_model.config.text_config._attn_implementation
+        if impl == 'eager':  # eager attention adds the mask to its logits
+            return torch.zeros(mask.shape, dtype=dtype,
+                               device=mask.device).masked_fill(
+                                   ~mask, torch.finfo(dtype).min)
+        if impl != 'sdpa':
+            raise ValueError(
+                f"prompt_mode='shared' packs suffixes with a custom attention "
+                f"mask, which {impl!r} attention does not take; use sdpa or "
+                f"eager attention, or prompt_mode='batched'.")
+        return mask
+
     def _run_shared(self, image_embeds: Tensor, prompt_image: Tensor,
                     prompts: Sequence[TokenizedPrompt]):
         """The shared prefix (system, image, instruction start) runs once per
-        image; every prompt's suffix then runs on a copy of its image's KV
-        cache. Same result as :meth:`_run_full`, far fewer LLM tokens."""
+        image; the suffixes of an image's prompts run packed into one row
+        behind it, each seeing the prefix and itself only (a 4D attention
+        mask). Same result as :meth:`_run_full`, with every LLM token computed
+        once: no prefix recomputed, no padding between suffixes, no copy of
+        the prefix's KV cache per prompt.
+
+        The prefix runs first and the suffixes on its KV cache (transformers'
+        cache API); with gradient checkpointing in training, where
+        transformers drops the cache, prefix and suffixes run as one
+        sequence (same tokens, same result).
+        """
         device = image_embeds.device
         n = prompts[0].prefix_len
-        language_model = self.hf_model.model.language_model
+        model = self.hf_model
+        language_model = model.model.language_model
+        # pack: one row per image that has prompts, its suffixes in a line
+        images, prompt_row = prompt_image.unique(return_inverse=True)
         prefix = torch.as_tensor(
-            prompts[0].input_ids[:n], device=device).expand(
-                len(image_embeds), -1)
-        cache = language_model(
-            inputs_embeds=self._embed(prefix, image_embeds),
-            use_cache=True).cache
-        cache.reorder_cache(prompt_image)  # one cache row per prompt
+            prompts[0].input_ids[:n], device=device).expand(len(images), -1)
+        rows = [[] for _ in range(len(images))]
+        segments = [[-2] * n for _ in range(len(images))]
+        positions = [list(range(n)) for _ in range(len(images))]
+        starts = []
+        for p, (prompt, row) in enumerate(zip(prompts, prompt_row.tolist())):
+            suffix = prompt.input_ids[n:]
+            starts.append(len(rows[row]))
+            rows[row] += suffix
+            segments[row] += [p] * len(suffix)
+            positions[row] += range(n, n + len(suffix))
+        suffix_embeds = model.get_input_embeddings()(
+            self._pad(rows, self.pad_id, device))
+        prefix_embeds = self._embed(prefix, image_embeds[images])
+        mask = self._packed_attention_mask(
+            self._pad(segments, -1, device), prefix_embeds.dtype)
+        positions = self._pad(positions, n, device)
+        if (language_model.gradient_checkpointing and language_model.training
+                and torch.is_grad_enabled()):
+            hidden = language_model(
+                inputs_embeds=torch.cat([prefix_embeds, suffix_embeds], 1),
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=False).last_hidden_state[:, n:]
+        else:
+            cache = language_model(
+                inputs_embeds=prefix_embeds, use_cache=True).cache
+            hidden = language_model(
+                inputs_embeds=suffix_embeds,
+                attention_mask=mask[:, :, n:],
+                position_ids=positions[:, n:],
+                cache=cache,
+                use_cache=True).last_hidden_state
+        # unpack to one row per prompt (padding gathers a copy, unused)
         ids = self._pad([p.input_ids[n:] for p in prompts], self.pad_id,
                         device)
         labels = self._pad([p.labels[n:] for p in prompts], IGNORE_INDEX,
                            device)
-        mask = self._pad([[1] * (len(p.input_ids) - n) for p in prompts], 0,
-                         device)
-        hidden = language_model(
-            inputs_embeds=self.hf_model.get_input_embeddings()(ids),
-            attention_mask=torch.cat([mask.new_ones(len(ids), n), mask], 1),
-            position_ids=n + torch.arange(ids.shape[1], device=device)[None],
-            cache=cache,
-            use_cache=True).last_hidden_state
+        lengths = torch.as_tensor([len(p.input_ids) - n for p in prompts],
+                                  device=device)
+        offsets = torch.arange(ids.shape[1], device=device)[None]
+        columns = torch.as_tensor(starts, device=device)[:, None] + \
+            torch.minimum(offsets, lengths[:, None] - 1)
+        hidden = hidden[prompt_row[:, None], columns]
         return hidden, ids, labels
+
+    def _count_tokens(self, mode: str, prompt_image: Tensor,
+                      prompts: Sequence[TokenizedPrompt]) -> Dict[str, int]:
+        """LLM token positions a forward computes (``processed``, padding
+        included), against the least possible work (``prefix_and_suffixes``:
+        each image's prefix once plus every suffix) and the naive one
+        (``full_prompts``: every prompt in full)."""
+        full = [len(p.input_ids) for p in prompts]
+        suffixes = [len(p.input_ids) - p.prefix_len for p in prompts]
+        images = prompt_image.unique().tolist()
+        prefix_len = prompts[0].prefix_len
+        if mode == 'shared':  # one packed row per image, padded to the longest
+            per_image = dict.fromkeys(images, 0)
+            for image, length in zip(prompt_image.tolist(), suffixes):
+                per_image[image] += length
+            processed = len(images) * (prefix_len + max(per_image.values()))
+        elif mode == 'batched':
+            processed = len(prompts) * max(full)
+        else:
+            processed = sum(full)
+        return dict(
+            processed=processed,
+            prefix_and_suffixes=len(images) * prefix_len + sum(suffixes),
+            full_prompts=sum(full))
 
     @property
     def pad_id(self) -> int:
@@ -311,12 +476,15 @@ class LlavaLMM(BaseModule):
         """
         prompt_image = torch.as_tensor(prompt_image, device=image_embeds.device)
         prefixes = {tuple(p.input_ids[:p.prefix_len]) for p in prompts}
-        if self.share_prefix and len(prefixes) == 1:
-            hidden, ids, labels = self._run_shared(image_embeds, prompt_image,
-                                                   prompts)
-        else:
-            hidden, ids, labels = self._run_full(image_embeds, prompt_image,
-                                                 prompts)
+        mode = self.prompt_mode
+        if mode == 'shared' and len(prefixes) > 1:
+            mode = 'batched'  # no common prefix to share
+        run = dict(
+            shared=self._run_shared,
+            batched=self._run_full,
+            per_prompt=self._run_per_prompt)[mode]
+        hidden, ids, labels = run(image_embeds, prompt_image, prompts)
+        self.llm_tokens.update(self._count_tokens(mode, prompt_image, prompts))
         loc = ids == self.loc_token_id
         has_loc = loc.any(1)
         # User text never holds a [LOC] id, so the first one is the answer's.
@@ -332,3 +500,39 @@ class LlavaLMM(BaseModule):
                 logits.float(),
                 shift_labels[keep]) if keep.any() else hidden.sum() * 0
         return out
+
+    @torch.no_grad()
+    def generate(self, image_embeds: Tensor, prompt_image: Sequence[int],
+                 prompts: Sequence[TokenizedPrompt],
+                 max_new_tokens: int = 32) -> List[dict]:
+        """Greedy answers to free-form prompts (VQA, instructions).
+
+        Returns, per prompt, ``ids``: the generated token ids (without the
+        final ``</s>``) and ``loc_state``: the hidden state at the generated
+        ``[LOC]`` (the same state :meth:`forward_prompts` returns when
+        ``[LOC]`` is in the input), or ``None`` when the answer has none.
+        """
+        eos = self.tokenizer.eos_token_id
+        results = []
+        for prompt, image in zip(prompts, prompt_image):
+            ids = torch.as_tensor([prompt.input_ids], device=image_embeds.device)
+            out = self.hf_model.generate(
+                inputs_embeds=self._embed(ids, image_embeds[[int(image)]]),
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=self.pad_id,
+                output_hidden_states=True,
+                return_dict_in_generate=True)
+            new = out.sequences[0, -len(out.hidden_states):].tolist()
+            loc_state = None
+            if self.loc_token_id in new:
+                # hidden_states[t] is the step whose *input* is token t - 1
+                step = new.index(self.loc_token_id) + 1
+                if step < len(out.hidden_states):
+                    loc_state = out.hidden_states[step][-1][0, -1]
+            if eos in new:
+                new = new[:new.index(eos)]
+            results.append(dict(ids=new, loc_state=loc_state))
+        return results

@@ -1,0 +1,465 @@
+"""Timing Lumen: one image, all classes (issue 6; ``tools/benchmark.py``).
+
+Inference runs ``model.test_step`` on synthetic images (random pixels at the
+config's input size), each asked about C class names, and reports images/s,
+milliseconds per stage, LLM tokens per image and peak memory. ``--train``
+times ``model.train_step`` (forward, backward, AdamW step) instead.
+
+Stages are timed by forward hooks on the model's modules, so the model holds
+no timing code and runs untouched when no benchmark is attached:
+
+* ``vision_lmm`` / ``vision_aligner``: CLIP at the LMM's and the aligner's
+  input size (one call, counted as ``vision_aligner``, when they are equal);
+* ``llm_prefix`` / ``llm_suffixes``: the shared path's two LLM calls;
+  ``llm_full_prompts``: the LLM on full prompts (``batched`` and ``naive``);
+* ``aligner``: the dense aligner; ``decoding``: from the aligner's output to
+  the end of ``predict`` (peaks, boxes, NMS);
+* ``other``: the rest (data preprocessor, tokenisation, embeddings).
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import os.path as osp
+import platform
+import resource
+import sys
+import time
+from collections import defaultdict
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from lumen_mm.cli import add_common_args, load_config, load_local_checkpoint
+
+# benchmark --mode -> LlavaLMM.prompt_mode
+MODES = {'shared': 'shared', 'batched': 'batched', 'naive': 'per_prompt'}
+STAGES = ('vision_lmm', 'vision_aligner', 'llm_prefix', 'llm_suffixes',
+          'llm_full_prompts', 'aligner', 'decoding')
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``tools/benchmark.py``."""
+    parser = argparse.ArgumentParser(
+        description='Time Lumen on synthetic images: images/s, ms per stage, '
+        'LLM tokens per image, peak memory (or training samples/s)')
+    parser.add_argument('config', help='config file path')
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument('--checkpoint', help='mmengine checkpoint to load')
+    weights.add_argument(
+        '--random-init',
+        action='store_true',
+        help="ignore the config's weights (`pretrained`, `checkpoint`, "
+        'Pretrained init_cfg) and build the model from its shapes with '
+        'random weights (timing only)')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--dtype', default='fp32', choices=list(DTYPES))
+    parser.add_argument(
+        '--classes', type=int, default=80, help='prompts (class names) per '
+        'image')
+    parser.add_argument(
+        '--images', type=int, default=8, help='images timed (training: '
+        'samples, rounded up to whole batches)')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument(
+        '--warmup', type=int, default=1, help='untimed steps first')
+    parser.add_argument(
+        '--mode',
+        default='shared',
+        choices=list(MODES),
+        help='shared: prefix once per image, suffixes on its KV cache; '
+        'batched: one padded batch of full prompts; naive: every prompt '
+        'alone (the per-prompt loop)')
+    parser.add_argument(
+        '--train', action='store_true', help='time training steps')
+    parser.add_argument(
+        '--grad-checkpointing',
+        action=argparse.BooleanOptionalAction,
+        help="gradient checkpointing in the LLM on or off (default: the "
+        "config's)")
+    parser.add_argument(
+        '--tokenizer',
+        help="tokenizer directory, when the config's is absent (e.g. "
+        'data/lumen_shapes/tokenizer from tools/make_shapes.py)')
+    parser.add_argument(
+        '--image-size', type=int, help="input size (default: the config's "
+        'aligner_image_size)')
+    parser.add_argument(
+        '--threads', type=int, help='CPU threads of torch (default: its '
+        'own); 1 is far faster than 2 on a CPU busy with other work')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--json', required=True, help='write results here')
+    add_common_args(parser, launcher=False)
+    return parser
+
+
+def drop_weights(node, path: str = 'model') -> List[str]:
+    """Remove every weight file a model config names (``pretrained``,
+    ``checkpoint``, ``init_cfg=dict(type='Pretrained')``), in place; returns
+    where they were."""
+    dropped = []
+    if isinstance(node, dict):
+        if node.get('pretrained') is not None:
+            dropped.append(f'{path}.pretrained')
+            node['pretrained'] = None
+        if isinstance(node.get('checkpoint'), str):
+            dropped.append(f'{path}.checkpoint')
+            node['checkpoint'] = None
+        init_cfg = node.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            dropped.append(f'{path}.init_cfg')
+            node['init_cfg'] = None
+        for key, value in node.items():
+            dropped += drop_weights(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            dropped += drop_weights(value, f'{path}[{i}]')
+    return dropped
+
+
+def prepare_config(args: argparse.Namespace):
+    """The config, changed as the arguments ask; fails early, naming the fix,
+    when the model cannot be built as asked."""
+    cfg = load_config(args)
+    backbone = cfg.model.backbone
+    if args.random_init:
+        missing = [k for k in ('vision_config', 'text_config')
+                   if not backbone.get(k)]
+        if missing:
+            raise ValueError(
+                f'--random-init builds the LMM from the config\'s shapes, but '
+                f'model.backbone has no {missing}; add them (kwargs of '
+                'CLIPVisionConfig / LlamaConfig) or pass --checkpoint.')
+        # the LLaVA directory is also the default tokenizer
+        backbone.tokenizer = backbone.get('tokenizer') or backbone.get(
+            'pretrained')
+        cfg.dropped_weights = drop_weights(cfg.model)
+    if args.tokenizer:
+        backbone.tokenizer = args.tokenizer
+    tokenizer = backbone.get('tokenizer') or backbone.get('pretrained')
+    if not tokenizer or not osp.isdir(tokenizer):
+        raise FileNotFoundError(
+            f'Tokenizer directory {tokenizer!r} of {args.config} does not '
+            'exist: pass --tokenizer DIR (any Hugging Face tokenizer, e.g. '
+            'data/lumen_shapes/tokenizer written by tools/make_shapes.py).')
+    if args.image_size:
+        backbone.aligner_image_size = args.image_size
+    backbone.prompt_mode = MODES[args.mode]
+    if args.grad_checkpointing is not None:
+        backbone.gradient_checkpointing = args.grad_checkpointing
+    return cfg
+
+
+def build_model(cfg,
+                device: torch.device,
+                dtype: torch.dtype,
+                checkpoint: Optional[str] = None,
+                train: bool = False) -> nn.Module:
+    """Build the model directly on ``device`` (random initialisation there
+    is fast for a 7B LLM on a GPU), load ``checkpoint``, cast to ``dtype``;
+    for training the trainable parameters stay fp32 (mixed precision:
+    autocast computes in ``dtype``)."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    from mmengine.runner.checkpoint import load_state_dict
+
+    init_default_scope(cfg.default_scope)
+    with torch.device(device):
+        model = MODELS.build(cfg.model)
+    model.to(device)  # no copy; points mmengine's data preprocessor there
+    if checkpoint is not None:
+        state = load_local_checkpoint(checkpoint, map_location=device)
+        load_state_dict(model, state.get('state_dict', state))
+    if dtype != torch.float32:
+        for param in model.parameters():
+            if not (train and param.requires_grad):
+                param.data = param.data.to(dtype)
+    return model
+
+
+def class_names(num: int) -> List[str]:
+    """``num`` class names: COCO's, numbered once they run out."""
+    from mmdet.datasets import CocoDataset
+    coco = CocoDataset.METAINFO['classes']
+    return [
+        coco[i % len(coco)] + ('' if i < len(coco) else f' {i // len(coco)}')
+        for i in range(num)
+    ]
+
+
+def synthetic_batch(num_images: int, image_size: int, names: List[str],
+                    with_boxes: bool, generator: torch.Generator) -> dict:
+    """Random uint8 images, each asked about every name (detection), with
+    a few random boxes per image when training."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    inputs, samples = [], []
+    for _ in range(num_images):
+        inputs.append(
+            torch.randint(0, 256, (3, image_size, image_size),
+                          dtype=torch.uint8, generator=generator))
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(image_size, image_size),
+                ori_shape=(image_size, image_size),
+                scale_factor=(1.0, 1.0),
+                task='det',
+                prompts=list(names),
+                prompt_labels=list(range(len(names)))))
+        if with_boxes:
+            num = 3
+            xy = torch.rand(num, 2, generator=generator) * image_size / 2
+            wh = (torch.rand(num, 2, generator=generator) * 0.4 + 0.1) * \
+                image_size
+            sample.gt_instances = InstanceData(
+                bboxes=torch.cat([xy, xy + wh], 1),
+                labels=torch.randint(
+                    0, len(names), (num, ), generator=generator))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+class StageTimer:
+    """Seconds per stage of Lumen's forward, from module hooks (see the
+    module docstring); :meth:`remove` detaches it."""
+
+    def __init__(self, model: nn.Module, sync: Callable[[], None]) -> None:
+        self.sync = sync
+        self.seconds: Dict[str, float] = defaultdict(float)
+        self._start: Dict[int, tuple] = {}  # module id -> (stage, start)
+        self._aligner_end = None
+        lmm = model.backbone
+        hf = lmm.hf_model.model
+
+        def vision_stage(args, kwargs):
+            pixels = args[0] if args else kwargs['pixel_values']
+            return ('vision_lmm' if pixels.shape[-1] != lmm.aligner_image_size
+                    else 'vision_aligner')
+
+        def llm_stage(args, kwargs):
+            if kwargs.get('cache') is not None:
+                return 'llm_suffixes'
+            return 'llm_prefix' if kwargs.get('use_cache') else \
+                'llm_full_prompts'
+
+        self._handles = [
+            *self._time(hf.vision_tower, vision_stage),
+            *self._time(hf.language_model, llm_stage),
+            *self._time(model.neck, lambda args, kwargs: 'aligner'),
+            model.register_forward_hook(self._end_of_predict),
+        ]
+
+    def _time(self, module: nn.Module, stage_of) -> list:
+        def pre(module, args, kwargs):
+            self.sync()
+            self._start[id(module)] = (stage_of(args, kwargs),
+                                       time.perf_counter())
+
+        def post(module, args, output):
+            self.sync()
+            stage, start = self._start.pop(id(module))
+            now = time.perf_counter()
+            self.seconds[stage] += now - start
+            if stage == 'aligner':
+                self._aligner_end = now
+
+        return [
+            module.register_forward_pre_hook(pre, with_kwargs=True),
+            module.register_forward_hook(post)
+        ]
+
+    def _end_of_predict(self, module, args, output) -> None:
+        if self._aligner_end is not None:
+            self.sync()
+            self.seconds['decoding'] += time.perf_counter() - \
+                self._aligner_end
+            self._aligner_end = None
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def environment(device: torch.device) -> dict:
+    """Device name, threads and library versions."""
+    import mmdet
+    import mmengine
+    import peft
+    import transformers
+    if device.type == 'cuda':
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        if osp.isfile('/proc/cpuinfo'):
+            with open('/proc/cpuinfo') as f:
+                name = next((line.split(':', 1)[1].strip() for line in f
+                             if line.startswith('model name')), name)
+    return dict(
+        device=device.type,
+        device_name=name,
+        cpu_threads=torch.get_num_threads(),
+        versions=dict(
+            python=platform.python_version(),
+            torch=torch.__version__,
+            transformers=transformers.__version__,
+            peft=peft.__version__,
+            mmengine=mmengine.__version__,
+            mmdet=mmdet.__version__))
+
+
+def peak_memory(device: torch.device) -> dict:
+    """CUDA: max_memory_allocated since the last reset; CPU: the process's
+    peak resident set size (its whole life, model building included)."""
+    if device.type == 'cuda':
+        return dict(peak_memory_gib=torch.cuda.max_memory_allocated(device) /
+                    2**30, peak_memory_kind='cuda_max_memory_allocated')
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
+    return dict(peak_memory_gib=kib / 2**20, peak_memory_kind='cpu_peak_rss')
+
+
+def _tokens_per_image(totals: Dict[str, int], images: int) -> dict:
+    """``LlavaLMM.llm_tokens`` per image (see its ``_count_tokens``)."""
+    return dict(
+        llm_tokens_per_image=totals['processed'] / images,
+        llm_tokens_prefix_and_suffixes_per_image=totals['prefix_and_suffixes']
+        / images,
+        llm_tokens_full_prompts_per_image=totals['full_prompts'] / images,
+        llm_tokens_vs_prefix_and_suffixes=totals['processed'] /
+        max(totals['prefix_and_suffixes'], 1))
+
+
+def benchmark_inference(model: nn.Module, batch: dict, steps: int,
+                        warmup: int, device: torch.device,
+                        autocast) -> dict:
+    """images/s, ms per stage and image, LLM tokens per image."""
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    model.eval()
+    with torch.no_grad(), autocast:
+        for _ in range(warmup):
+            model.test_step(batch)
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(device)
+        timer = StageTimer(model, sync)
+        model.backbone.llm_tokens.clear()
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.test_step(batch)
+        sync()
+        seconds = time.perf_counter() - start
+        timer.remove()
+    images = steps * len(batch['inputs'])
+    stages = {k: 1000 * timer.seconds.get(k, 0.0) / images for k in STAGES}
+    stages['other'] = 1000 * seconds / images - sum(stages.values())
+    return dict(
+        images_per_s=images / seconds,
+        ms_per_image=1000 * seconds / images,
+        stage_ms_per_image=stages,
+        **_tokens_per_image(model.backbone.llm_tokens, images),
+        **peak_memory(device))
+
+
+def benchmark_training(model: nn.Module, batch: dict, steps: int,
+                       warmup: int, device: torch.device, autocast) -> dict:
+    """samples/s of full training steps (AdamW on the trainable
+    parameters), peak memory."""
+    from mmengine.optim import OptimWrapper
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim_wrapper = OptimWrapper(torch.optim.AdamW(params, lr=1e-5))
+    for _ in range(warmup):
+        with autocast:
+            model.train_step(batch, optim_wrapper)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    model.backbone.llm_tokens.clear()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        with autocast:
+            losses = model.train_step(batch, optim_wrapper)
+    sync()
+    seconds = time.perf_counter() - start
+    samples = steps * len(batch['inputs'])
+    return dict(
+        samples_per_s=samples / seconds,
+        ms_per_step=1000 * seconds / steps,
+        last_loss=float(losses['loss'].detach()),
+        trainable_parameters=sum(p.numel() for p in params),
+        **_tokens_per_image(model.backbone.llm_tokens, samples),
+        **peak_memory(device))
+
+
+def main(argv: Optional[list] = None) -> dict:
+    """Entry point of ``tools/benchmark.py``; returns what it writes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.config):
+        parser.error(f'config file not found: {args.config!r}')
+    for name in ('classes', 'images', 'batch_size'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be at least 1')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda, but torch sees no CUDA device; use '
+                     '--device cpu')
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _benchmark(args, argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _benchmark(args: argparse.Namespace, argv: Optional[list]) -> dict:
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    torch.manual_seed(args.seed)
+
+    cfg = prepare_config(args)
+    start = time.perf_counter()
+    model = build_model(cfg, device, dtype, args.checkpoint, args.train)
+    build_s = time.perf_counter() - start
+
+    lmm = model.backbone
+    generator = torch.Generator().manual_seed(args.seed)
+    batch = synthetic_batch(args.batch_size, lmm.aligner_image_size,
+                            class_names(args.classes), args.train, generator)
+    steps = math.ceil(args.images / args.batch_size)
+    autocast = torch.autocast(device.type, dtype=dtype) \
+        if dtype != torch.float32 else contextlib.nullcontext()
+    run = benchmark_training if args.train else benchmark_inference
+    results = run(model, batch, steps, args.warmup, device, autocast)
+
+    report = dict(
+        task='train' if args.train else 'inference',
+        command=' '.join(['tools/benchmark.py',
+                          *(sys.argv[1:] if argv is None else argv)]),
+        config=args.config,
+        weights=('random-init' if args.random_init else args.checkpoint
+                 or 'config'),
+        dropped_weights=cfg.get('dropped_weights', []),
+        mode=args.mode,
+        prompt_mode=lmm.prompt_mode,
+        dtype=args.dtype,
+        classes=args.classes,
+        images=steps * args.batch_size,
+        batch_size=args.batch_size,
+        image_size=lmm.aligner_image_size,
+        lmm_image_size=lmm.image_size,
+        gradient_checkpointing=bool(
+            cfg.model.backbone.get('gradient_checkpointing')),
+        lora=cfg.model.backbone.get('lora') is not None,
+        parameters=sum(p.numel() for p in model.parameters()),
+        build_s=build_s,
+        **results,
+        **environment(device))
+    os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
+    with open(args.json, 'w') as f:
+        json.dump(report, f, indent=2)
+    return report
