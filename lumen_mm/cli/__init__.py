@@ -76,31 +76,73 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def load_local_checkpoint(filename: str, map_location=None) -> dict:
-    """mmengine's local checkpoint loader, with ``weights_only=False``.
+    """mmengine's local checkpoint loader, with ``weights_only=True``.
 
-    mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, which means
-    ``True`` since torch 2.6; that refuses the message hub (``HistoryBuffer``,
-    numpy arrays) stored in every mmengine checkpoint, so ``--resume`` and
-    testing a checkpoint fail. The tools load only checkpoints the user names,
-    as mmdet did before torch 2.6 (and as mmengine's own fix does).
+    mmengine 0.10.7 calls ``torch.load`` without ``weights_only`` (``True``
+    since torch 2.6, with nothing allowed beyond tensors), which refuses the
+    message hub of every mmengine checkpoint. This loader allows exactly the
+    types mmengine checkpoints hold (:mod:`lumen_mm.utils.safe_load`) and
+    refuses any pickle that would call other code.
     """
-    import torch
-
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
+    from lumen_mm.utils import load_checkpoint
+    return load_checkpoint(filename, map_location=map_location)
 
 
-def build_runner(cfg: Config):
-    """Build the default Runner, or ``cfg.runner_type`` from the registry."""
+def resume_with_checkpoint_seed(cfg: Config) -> Config:
+    """When resuming a config without a seed, reuse the checkpoint's seed.
+
+    mmengine's Runner hands its seed to the train sampler when it builds the
+    dataloader, before it resumes; it restores the checkpoint's seed only in
+    the global RNGs. Without ``randomness.seed`` in the config, a resumed run
+    would draw a new seed and shuffle the remaining data differently, so it
+    would not continue the run it resumes. The seed is read from the
+    checkpoint that mmengine will resume from (``load_from``, or the work
+    dir's ``last_checkpoint``).
+    """
+    from mmengine.runner import find_latest_checkpoint
+
+    from lumen_mm.utils import load_checkpoint
+
+    randomness = cfg.get('randomness') or {}
+    if not cfg.get('resume') or randomness.get('seed') is not None:
+        return cfg
+    path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+    if path is None or not osp.isfile(path):
+        return cfg  # nothing to resume: mmengine starts a new run
+    meta = load_checkpoint(path, map_location='cpu', mmap=True).get('meta')
+    if meta and meta.get('seed') is not None:
+        cfg.randomness = dict(randomness, seed=meta['seed'])
+    return cfg
+
+
+# What each kind of run reads: checked before the Runner is built.
+RUN_DATA = dict(
+    train=('train_dataloader', 'val_dataloader', 'val_evaluator'),
+    test=('test_dataloader', 'test_evaluator'))
+
+
+def build_runner(cfg: Config, run: str = 'train'):
+    """Build the default Runner, or ``cfg.runner_type`` from the registry.
+
+    The dataset files that ``run`` (``'train'`` or ``'test'``) reads are
+    checked first, so a wrong ``data_root`` fails at once with the expected
+    layout instead of deep inside the Runner. A resumed run keeps the seed of
+    its checkpoint (:func:`resume_with_checkpoint_seed`).
+    """
     from mmengine.runner import CheckpointLoader, Runner
 
     from mmdet.registry import RUNNERS
 
+    from lumen_mm.utils.data_check import check_dataset_files
+
+    check_dataset_files(cfg, RUN_DATA[run])
+    if run == 'train':
+        cfg = resume_with_checkpoint_seed(cfg)
     # local checkpoints (load_from, resume) under torch >= 2.6
     CheckpointLoader.register_scheme(
         prefixes='', loader=load_local_checkpoint, force=True)
+    from lumen_mm.engine.dist import setup_cpu_distributed
+    setup_cpu_distributed(cfg)  # DDP with gloo when there is no GPU
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)

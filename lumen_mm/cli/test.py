@@ -137,7 +137,7 @@ def main(argv: Optional[list] = None) -> dict:
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
 
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, run='test')
     if args.out is not None:
         runner.register_hook(DumpPredictionsHook(args.out))
 

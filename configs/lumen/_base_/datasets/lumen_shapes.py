@@ -8,7 +8,7 @@ meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
              'task', 'prompts', 'prompt_labels')
 
 det_train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LumenLoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='Pad', size=(image_size, image_size)),
@@ -16,14 +16,14 @@ det_train_pipeline = [
     dict(type='PackDetInputs', meta_keys=meta_keys),
 ]
 det_test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LumenLoadImageFromFile'),
     dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='Pad', size=(image_size, image_size)),
     dict(type='LumenDetPrompts', test_mode=True),
     dict(type='PackDetInputs', meta_keys=meta_keys),
 ]
 ground_train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LumenLoadImageFromFile'),
     dict(
         type='LoadAnnotations', with_bbox=False, with_label=False,
         with_mask=True),
@@ -33,7 +33,7 @@ ground_train_pipeline = [
     dict(type='PackDetInputs', meta_keys=meta_keys),
 ]
 ground_test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LumenLoadImageFromFile'),
     dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='Pad', size=(image_size, image_size)),
     # after resizing: ground-truth boxes stay in the original frame

@@ -1,0 +1,86 @@
+"""Special-token injection (issue 8): no user text becomes a special token.
+
+Class names, referring sentences, questions, answers and free-form
+instructions are arbitrary unicode here (hypothesis); the conversation
+builder must give no special id inside them, and decoding their ids must give
+the text back. tests/test_conversation.py covers the detection template with
+fixed and random descriptions; this file covers every builder.
+"""
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import AutoTokenizer
+
+from lumen_mm.datasets.conversation import (IMAGE_TOKEN, LUMEN_SPECIAL_TOKENS,
+                                            TASK_TOKENS, ConversationTemplate)
+
+# printable or not, any unicode; the builders strip outer whitespace
+TEXT = st.text(min_size=1, max_size=30).filter(lambda s: s.strip())
+# strings that look like special tokens, mixed into the text
+SPECIAL_STRINGS = [IMAGE_TOKEN, *LUMEN_SPECIAL_TOKENS, '</s>', '<s>',
+                   '<unk>', '<pad>']
+TRICKY = st.lists(st.one_of(TEXT, st.sampled_from(SPECIAL_STRINGS)),
+                  min_size=1, max_size=4).map(''.join).filter(
+                      lambda s: s.strip())
+PROPERTY = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope='module')
+def conv(tokenizer_dir):
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.add_tokens([IMAGE_TOKEN, *LUMEN_SPECIAL_TOKENS], special_tokens=True)
+    return ConversationTemplate(tok, num_image_tokens=4)
+
+
+def _special_ids(conv) -> set:
+    ids = set(conv.tokenizer.all_special_ids)
+    return ids | {
+        conv.token_id(t)
+        for t in [IMAGE_TOKEN, *LUMEN_SPECIAL_TOKENS]
+    }
+
+
+def _find(ids, part):
+    """Start of the sub-list ``part`` in ``ids``."""
+    for i in range(len(ids) - len(part) + 1):
+        if ids[i:i + len(part)] == part:
+            return i
+    raise AssertionError('user text not found in the conversation')
+
+
+def _check_user_text(conv, ids, text):
+    """``text``'s ids appear in ``ids``, hold no special id, decode back."""
+    user = conv._user_text(text)
+    start = _find(ids, user)
+    assert not _special_ids(conv) & set(ids[start:start + len(user)])
+    assert conv.tokenizer.decode(user) == text
+
+
+@PROPERTY
+@given(text=TRICKY, task=st.sampled_from(sorted(TASK_TOKENS)))
+def test_location_prompt(conv, text, task):
+    p = conv.location_prompt(task, text)
+    _check_user_text(conv, p.input_ids, ' ' + text.strip())
+    assert p.input_ids.count(conv.token_id('[LOC]')) == 1
+    assert p.input_ids.count(conv.token_id(TASK_TOKENS[task])) == 1
+
+
+@PROPERTY
+@given(question=TRICKY, answer=TRICKY)
+def test_chat_prompt(conv, question, answer):
+    p = conv.chat_prompt([(question, answer)])
+    _check_user_text(conv, p.input_ids, question.strip())
+    _check_user_text(conv, p.input_ids, ' ' + answer.strip())
+    assert p.input_ids.count(conv.tokenizer.eos_token_id) == 1
+    assert p.input_ids.count(conv.token_id(IMAGE_TOKEN)) == 4
+
+
+@PROPERTY
+@given(instruction=TRICKY)
+def test_instruction_prompt(conv, instruction):
+    p = conv.instruction_prompt(instruction)
+    _check_user_text(conv, p.input_ids, instruction.strip())
+    assert not _special_ids(conv) & set(p.input_ids[p.prefix_len:])
