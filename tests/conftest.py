@@ -13,10 +13,13 @@ os.environ.setdefault('OMP_NUM_THREADS', '2')
 
 @pytest.fixture(scope='session')
 def shapes_root(tmp_path_factory) -> Path:
-    """12 train / 6 val Lumen-Shapes images, annotations and tokenizer."""
+    """12 train / 6 val Lumen-Shapes images, annotations and tokenizer,
+    with their questions, and 6 train / 4 val pose and counting images."""
     from lumen_mm.datasets.shapes import make_shapes
     root = tmp_path_factory.mktemp('lumen_shapes')
-    make_shapes(str(root), seed=0, num_train=12, num_val=6, progress=False)
+    make_shapes(str(root), seed=0, num_train=12, num_val=6, progress=False,
+                num_pose_train=6, num_pose_val=4, num_count_train=6,
+                num_count_val=4)
     return root
 
 

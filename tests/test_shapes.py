@@ -1,4 +1,5 @@
-"""Lumen-Shapes generator: determinism, annotation validity, mmdet loading."""
+"""Lumen-Shapes generator: determinism (all parts), annotation validity and
+mmdet loading of the shapes part (the others: test_shapes_tasks.py)."""
 import json
 import os
 import pickle
@@ -19,11 +20,16 @@ from lumen_mm.datasets.shapes import (COLORS, SHAPE_CLASSES, ShapeObject,
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_TRAIN, NUM_VAL = 6, 4
+# pose and counting images per split (tests/test_shapes_tasks.py checks them)
+TASK_SIZES = dict(num_pose_train=3, num_pose_val=2, num_count_train=3,
+                  num_count_val=2)
 CFG = ShapesConfig()
 
 
-def _generate(out_dir, seed=0, num_train=NUM_TRAIN, num_val=NUM_VAL):
-    make_shapes(str(out_dir), seed, num_train, num_val, progress=False)
+def _generate(out_dir, seed=0, num_train=NUM_TRAIN, num_val=NUM_VAL,
+              **task_sizes):
+    make_shapes(str(out_dir), seed, num_train, num_val, progress=False,
+                **dict(TASK_SIZES, **task_sizes))
     return out_dir
 
 
@@ -51,7 +57,10 @@ def _refs(data_root):
 def test_same_seed_gives_identical_files(data_root, tmp_path):
     again = _files(_generate(tmp_path / 'again'))
     assert again == _files(data_root)
-    assert len([f for f in again if f.endswith('.png')]) == NUM_TRAIN + NUM_VAL
+    assert len([f for f in again if f.endswith('.png')]) == (
+        NUM_TRAIN + NUM_VAL + sum(TASK_SIZES.values()))
+    for name in ('person_keypoints', 'count', 'qa'):
+        assert f'annotations/{name}_train.json' in again
 
 
 def test_other_seed_gives_other_files(data_root, tmp_path):
@@ -60,16 +69,35 @@ def test_other_seed_gives_other_files(data_root, tmp_path):
     assert other.keys() == ours.keys()
     data = [f for f in ours if f.endswith(('.png', '.json', '.p'))
             and not f.startswith('tokenizer')]
-    assert len(data) == NUM_TRAIN + NUM_VAL + 4
+    # + instances x 3, refs, and per split qa, person_keypoints, count
+    assert len(data) == NUM_TRAIN + NUM_VAL + sum(TASK_SIZES.values()) + 10
     assert all(other[f] != ours[f] for f in data)
 
 
 def test_split_size_leaves_other_split_alone(data_root, tmp_path):
-    bigger_val = _files(_generate(tmp_path / 'val', num_val=NUM_VAL + 3))
+    bigger_val = _files(
+        _generate(tmp_path / 'val', num_val=NUM_VAL + 3,
+                  num_pose_val=TASK_SIZES['num_pose_val'] + 1,
+                  num_count_val=TASK_SIZES['num_count_val'] + 1))
     ours = _files(data_root)
-    train = [f for f in ours if f.startswith('train')]
-    train.append(os.path.join('annotations', 'instances_train.json'))
+    train = [f for f in ours
+             if f.startswith(('train', 'pose_train', 'count_train'))]
+    train += [os.path.join('annotations', f'{name}_train.json')
+              for name in ('instances', 'qa', 'person_keypoints', 'count')]
+    assert len(train) == NUM_TRAIN + 3 + 3 + 4
     assert all(bigger_val[f] == ours[f] for f in train)
+
+
+def test_task_parts_leave_shapes_files_alone(data_root, tmp_path):
+    """Pose and counting images draw from their own random streams."""
+    without = _files(_generate(tmp_path / 'without', num_pose_train=0,
+                               num_pose_val=0, num_count_train=0,
+                               num_count_val=0))
+    ours = _files(data_root)
+    shapes = [f for f in ours if not f.startswith(('pose_', 'count_'))
+              and 'person_keypoints' not in f and 'count_' not in f]
+    assert len(shapes) > NUM_TRAIN + NUM_VAL + 6
+    assert all(without[f] == ours[f] for f in shapes)
 
 
 def test_placements_keep_earlier_objects_visible():
@@ -196,9 +224,17 @@ def test_cli_writes_dataset(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', [
         'make_shapes.py', '--out',
         str(tmp_path), '--num-train', '2', '--num-val', '1', '--image-size',
-        '64', '--max-size', '30'
+        '64', '--max-size', '30', '--num-pose-train', '2', '--num-pose-val',
+        '1', '--num-count-train', '1', '--num-count-val', '1'
     ])
     runpy.run_path(str(REPO / 'tools' / 'make_shapes.py'), run_name='__main__')
     out = capsys.readouterr().out
     assert 'train: 2 images' in out and 'val: 1 images' in out
+    assert '2 pose images' in out and '1 count images' in out
     assert (tmp_path / 'annotations' / 'refs_shapes.p').is_file()
+    # 64 px images: figures and counting objects still fit
+    with open(tmp_path / 'annotations' / 'person_keypoints_train.json') as f:
+        pose = json.load(f)
+    assert {img['width'] for img in pose['images']} == {64}
+    assert all(x + w <= 64 and y + h <= 64
+               for x, y, w, h in (a['bbox'] for a in pose['annotations']))

@@ -1,4 +1,5 @@
-"""Generate the Lumen-Shapes synthetic dataset (see lumen_mm.datasets.shapes).
+"""Generate the Lumen-Shapes synthetic dataset (see lumen_mm.datasets.shapes
+and, for its pose, counting and VQA parts, lumen_mm.datasets.shapes_tasks).
 
 Example::
 
@@ -24,6 +25,12 @@ def parse_args() -> argparse.Namespace:
                         help='smallest drawn shape side, px')
     parser.add_argument('--max-size', type=int, default=50,
                         help='largest drawn shape side, px')
+    parser.add_argument('--num-pose-train', type=int, default=1000,
+                        help='stick-figure images (pose_train/)')
+    parser.add_argument('--num-pose-val', type=int, default=100)
+    parser.add_argument('--num-count-train', type=int, default=1000,
+                        help='counting images (count_train/)')
+    parser.add_argument('--num-count-val', type=int, default=100)
     return parser.parse_args()
 
 
@@ -36,8 +43,16 @@ def main() -> None:
         min_size=args.min_size,
         max_size=args.max_size)
     start = time.perf_counter()
-    stats = make_shapes(args.out, args.seed, args.num_train, args.num_val,
-                        cfg)
+    stats = make_shapes(
+        args.out,
+        args.seed,
+        args.num_train,
+        args.num_val,
+        cfg,
+        num_pose_train=args.num_pose_train,
+        num_pose_val=args.num_pose_val,
+        num_count_train=args.num_count_train,
+        num_count_val=args.num_count_val)
     counts = '; '.join(
         f'{split}: ' + ', '.join(f'{v} {k}' for k, v in s.items())
         for split, s in stats.items())

@@ -17,6 +17,10 @@ Layout of ``out_dir``::
     annotations/refs_shapes.p         # refs of both splits (refer-API)
     tokenizer/                        # BPE for tiny LMMs (HF format)
 
+plus the pose, counting and VQA parts (``pose_{split}/``, ``count_{split}/``,
+``annotations/person_keypoints_{split}.json``, ``count_{split}.json``,
+``qa_{split}.json``) described in :mod:`lumen_mm.datasets.shapes_tasks`.
+
 Dataset kwargs (mmdet 3.3)::
 
     CocoDataset(data_root=out_dir, ann_file='annotations/instances_val.json',
@@ -49,7 +53,7 @@ import pickle
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import (Callable, Dict, List, NamedTuple, Optional, Sequence,
-                    Tuple)
+                    Tuple, Union)
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -129,7 +133,8 @@ class ShapeObject:
     center: Tuple[float, float] = field(init=False)  # of the visible box
 
     def __post_init__(self):
-        ys, xs = np.nonzero(self.mask)
+        # flatnonzero: ~10x faster than nonzero on 2-D masks (numpy 2)
+        ys, xs = np.divmod(np.flatnonzero(self.mask), self.mask.shape[1])
         x, y = int(xs.min()), int(ys.min())
         w, h = int(xs.max()) - x + 1, int(ys.max()) - y + 1
         self.bbox = (x, y, w, h)
@@ -247,6 +252,25 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return first + t[..., None] * (second - first)
 
 
+# Pixels of a canvas: an (H, W) bool mask or (ys, xs) index arrays.
+Pixels = Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]
+
+
+def _paint(rng: np.random.Generator, canvas: np.ndarray,
+           layers: Sequence[Tuple[Pixels, str]],
+           color_jitter: int) -> np.ndarray:
+    """Fill each (pixels, colour name) in order, later on top, with a
+    jittered colour; add Gaussian pixel noise; return uint8 RGB.
+
+    (ys, xs) arrays are much faster than a mask for small objects.
+    """
+    for pixels, color in layers:
+        jitter = rng.integers(-color_jitter, color_jitter + 1, 3)
+        canvas[pixels] = np.array(COLORS[color]) + jitter
+    canvas += rng.normal(0, rng.uniform(2, 8), size=canvas.shape)
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
 class _Placement(NamedTuple):
     shape: str
     color: str
@@ -305,11 +329,8 @@ def generate_sample(rng: np.random.Generator,
         objects.append(ShapeObject(p.shape, p.color, p.size, p.mask & ~hidden))
         hidden |= p.mask
     objects.reverse()
-    for p in placed:
-        jitter = rng.integers(-cfg.color_jitter, cfg.color_jitter + 1, 3)
-        canvas[p.mask] = np.array(COLORS[p.color]) + jitter
-    canvas += rng.normal(0, rng.uniform(2, 8), size=canvas.shape)
-    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    image = _paint(rng, canvas, [(p.mask, p.color) for p in placed],
+                   cfg.color_jitter)
     return ShapesSample(image, objects, _sample_refs(rng, objects, cfg))
 
 
@@ -547,9 +568,10 @@ def _ref(split: str, file_name: str, image_id: int, ann: dict,
         file_name=file_name)
 
 
-def _dump_json(obj: dict, path: str) -> None:
+def _dump_json(obj: Union[dict, list], path: str) -> None:
+    # Same bytes as json.dump, which runs the slow pure-Python encoder.
     with open(path, 'w') as f:
-        json.dump(obj, f)
+        f.write(json.dumps(obj))
 
 
 def _write_split(out_dir: str, split: str, num_images: int, seed: int,
@@ -586,27 +608,45 @@ def make_shapes(out_dir: str,
                 num_train: int = 2000,
                 num_val: int = 200,
                 cfg: ShapesConfig = ShapesConfig(),
-                progress: bool = True) -> Dict[str, Dict[str, int]]:
-    """Generate Lumen-Shapes into ``out_dir`` (layout in the module doc).
+                progress: bool = True,
+                num_pose_train: int = 1000,
+                num_pose_val: int = 100,
+                num_count_train: int = 1000,
+                num_count_val: int = 100) -> Dict[str, Dict[str, int]]:
+    """Generate Lumen-Shapes into ``out_dir`` (layout in the module doc),
+    with the pose, counting and VQA parts of
+    :mod:`lumen_mm.datasets.shapes_tasks`.
 
-    Returns per split the number of images, objects, refs and sentences.
+    Returns per split the number of images, objects, refs, sentences,
+    questions, pose images, people, counting images and counted objects.
     """
+    # shapes_tasks draws with this module's helpers, so it is imported here.
+    from .shapes_tasks import (write_count_split, write_pose_split,
+                               write_questions)
     split_sizes = dict(train=num_train, val=num_val)
-    if not all(0 <= n < _SPLIT_ID_STRIDE for n in split_sizes.values()):
-        raise ValueError(f'split sizes must be in [0, {_SPLIT_ID_STRIDE})')
+    pose_sizes = dict(train=num_pose_train, val=num_pose_val)
+    count_sizes = dict(train=num_count_train, val=num_count_val)
+    for name, sizes in (('', split_sizes), ('pose ', pose_sizes),
+                        ('count ', count_sizes)):
+        if not all(0 <= n < _SPLIT_ID_STRIDE for n in sizes.values()):
+            raise ValueError(f'{name}split sizes must be in [0, '
+                             f'{_SPLIT_ID_STRIDE}), got {sizes}')
     ann_dir = osp.join(out_dir, 'annotations')
     os.makedirs(ann_dir, exist_ok=True)
 
     stats = {}
     all_images, all_anns, all_refs = [], [], []
-    with tqdm(total=num_train + num_val, desc='Lumen-Shapes',
-              disable=not progress) as bar:
+    total = sum(sum(s.values()) for s in (split_sizes, pose_sizes,
+                                          count_sizes))
+    with tqdm(total=total, desc='Lumen-Shapes', disable=not progress) as bar:
         for split in SPLITS:
             images, anns, refs = _write_split(out_dir, split,
                                               split_sizes[split], seed, cfg,
                                               bar)
-            _dump_json(_coco(images, anns),
-                       osp.join(ann_dir, f'instances_{split}.json'))
+            coco = _coco(images, anns)
+            _dump_json(coco, osp.join(ann_dir, f'instances_{split}.json'))
+            questions = write_questions(split, coco, seed)
+            _dump_json(questions, osp.join(ann_dir, f'qa_{split}.json'))
             all_images += [dict(img, file_name=f'{split}/{img["file_name"]}')
                            for img in images]
             all_anns += anns
@@ -615,7 +655,23 @@ def make_shapes(out_dir: str,
                 images=len(images),
                 objects=len(anns),
                 refs=len(refs),
-                sentences=sum(len(ref['sentences']) for ref in refs))
+                sentences=sum(len(ref['sentences']) for ref in refs),
+                questions=len(questions))
+        for split in SPLITS:
+            pose = write_pose_split(out_dir, split, pose_sizes[split], seed,
+                                    cfg, bar)
+            _dump_json(pose,
+                       osp.join(ann_dir, f'person_keypoints_{split}.json'))
+            count = write_count_split(out_dir, split, count_sizes[split],
+                                      seed, cfg, bar)
+            _dump_json(count, osp.join(ann_dir, f'count_{split}.json'))
+            stats[split].update({
+                'pose images': len(pose['images']),
+                'people': len(pose['annotations']),
+                'count images': len(count['images']),
+                'counted objects': sum(
+                    img['count'] for img in count['images'])
+            })
     _dump_json(_coco(all_images, all_anns),
                osp.join(ann_dir, 'instances_refs.json'))
     with open(osp.join(ann_dir, 'refs_shapes.p'), 'wb') as f:
