@@ -1,9 +1,26 @@
-"""Every Lumen-Shapes config builds its model and datasets (none may rot)."""
+"""Every config under configs/lumen/ builds, so that none rots.
+
+Lumen-Shapes configs build their tiny model and datasets on the test data.
+The paper-scale configs (the paper model, its test configs, strategies and
+ablations; found by glob, so new ones are checked too) build their model
+with a tiny-model override and no weights, and every registry name they use
+(datasets, transforms, metrics, hooks, optimizers, schedulers, strategies)
+must resolve.
+"""
+import copy
+import inspect
+import re
+
 import pytest
+from mmengine.config import Config
 
 from conftest import REPO, tiny_config
 
-CONFIGS = sorted((REPO / 'configs/lumen/shapes').glob('*.py'))
+CONFIG_ROOT = REPO / 'configs/lumen'
+CONFIGS = sorted((CONFIG_ROOT / 'shapes').glob('*.py'))
+PAPER_CONFIGS = sorted(
+    p for p in CONFIG_ROOT.rglob('*.py')
+    if not {'_base_', 'shapes'} & set(p.relative_to(CONFIG_ROOT).parts))
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
@@ -25,3 +42,145 @@ def test_the_aligner_ablation_is_a_config():
     names = {p.stem for p in CONFIGS}
     assert {'lumen_tiny_shapes_det_ground',
             'lumen_tiny_shapes_det_ground_transformer'} <= names
+
+
+# -- paper-scale configs ------------------------------------------------------
+def _registries():
+    import mmengine._strategy  # noqa: F401  (registers the strategies)
+    import mmpose.datasets  # noqa: F401
+    from mmdet import registry as r
+    from mmengine.registry import STRATEGIES
+
+    import lumen_mm  # noqa: F401
+    return dict(
+        model=r.MODELS, dataset=r.DATASETS, pipeline=r.TRANSFORMS,
+        sampler=r.DATA_SAMPLERS, metric=r.METRICS, evaluator=r.EVALUATOR,
+        hook=r.HOOKS, optim_wrapper=r.OPTIM_WRAPPERS, optimizer=r.OPTIMIZERS,
+        scheduler=r.PARAM_SCHEDULERS, strategy=STRATEGIES, runner=r.RUNNERS)
+
+
+def _types(node, kind, found):
+    """(registry kind, type name) of every ``type`` in a config subtree."""
+    child_kind = dict(pipeline='pipeline', sampler='sampler',
+                      optimizer='optimizer', metrics='metric',
+                      metric='metric', auto_wrap_policy=None)
+    if isinstance(node, dict):
+        if isinstance(node.get('type'), str) and kind:
+            found.add((kind, node['type']))
+        for key, value in node.items():
+            _types(value, child_kind.get(key, kind), found)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _types(value, kind, found)
+    return found
+
+
+def _registry_names(cfg) -> set:
+    found = set()
+    _types(cfg.model, 'model', found)
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader') or {}
+        _types(loader.get('dataset'), 'dataset', found)
+        _types(loader.get('sampler'), 'sampler', found)
+        evaluator = cfg.get(f'{split}_evaluator')
+        if evaluator:
+            kind = ('evaluator' if evaluator.get('type') ==
+                    'MultiDatasetsEvaluator' else 'metric')
+            _types(evaluator, kind, found)
+    _types(list(cfg.get('custom_hooks', [])), 'hook', found)
+    _types(dict(cfg.default_hooks), 'hook', found)
+    _types(cfg.get('optim_wrapper'), 'optim_wrapper', found)
+    _types(cfg.get('param_scheduler'), 'scheduler', found)
+    _types(cfg.get('strategy'), 'strategy', found)
+    if 'runner_type' in cfg:
+        found.add(('runner', cfg.runner_type))
+    return found
+
+
+def _tiny_model(cfg: Config, tokenizer_dir: str) -> dict:
+    """The config's model with the same structure at toy sizes: no weights,
+    CLIP 2 x 32, LLM 1 x 32, aligner 32 wide, a tiny SAM."""
+    model = copy.deepcopy(cfg.model)
+    backbone = model.backbone
+    backbone.update(pretrained=None, tokenizer=tokenizer_dir)
+    backbone.vision_config.update(hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=2, num_attention_heads=2)
+    backbone.text_config.update(hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=1, num_attention_heads=2,
+                                num_key_value_heads=2, vocab_size=512)
+    model.neck.update(embed_dim=32)
+    if model.neck.type == 'TransformerDenseAligner':
+        model.neck.update(depth=1, num_heads=2, mlp_dim=64)
+    if model.get('mask_head'):
+        model.mask_head = dict(type='SamMaskHead', sam_type='tiny',
+                               tiny=dict(img_size=128))
+    return model
+
+
+@pytest.fixture(scope='module')
+def built_models():
+    """Each distinct tiny model is built once (most ablations only change
+    data or schedules)."""
+    return {}
+
+
+def test_paper_configs_exist():
+    names = {str(p.relative_to(CONFIG_ROOT).with_suffix(''))
+             for p in PAPER_CONFIGS}
+    table1 = {f'lumen_llava-v1.1-7b_test_{t}' for t in (
+        'coco-det', 'coco-instance', 'coco-pose', 'refcocog-ground',
+        'refcocog-refseg', 'voc07-zeroshot', 'fsc147-count')}
+    ablations = {f'ablations/{n}' for n in (
+        'table2_1_no-det', 'table2_2_no-ground', 'table2_3_no-pose',
+        'table2_4_no-vqa', 'table2_5_all-tasks', 'table3a_conv-aligner',
+        'table3a_transformer-aligner', 'table3b_input-256',
+        'table3b_input-448', 'table3b_input-896', 'table3c_clip-vit-l14',
+        'table3d_topk-20', 'table3d_topk-50', 'table3d_topk-100',
+        'table3d_topk-200', 'table3e_10k-iters', 'table3e_20k-iters',
+        'table3e_30k-iters', 'table3e_40k-iters', 'table3e_50k-iters',
+        'llava-1.5-7b')}
+    main = {'lumen_llava-v1.1-7b_lora_448_multitask_50k',
+            'lumen_llava-v1.1-7b_lora_448_multitask_50k_deepspeed-zero2',
+            'lumen_llava-v1.1-7b_lora_448_multitask_50k_fsdp'}
+    assert table1 | ablations | main <= names
+
+
+@pytest.mark.parametrize(
+    'path', PAPER_CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_ROOT)))
+def test_paper_config_builds(path, tokenizer_dir, built_models):
+    from mmengine.registry import init_default_scope
+
+    from mmdet.registry import MODELS
+    registries = _registries()
+    cfg = Config.fromfile(str(path))
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+
+    # the paper's number it should reproduce, or why there is none
+    assert re.search(r'^# .*[Pp]aper', path.read_text(), re.M), \
+        f'{path.name} states no paper number in its comments'
+
+    unknown = sorted(f'{kind}:{name}'
+                     for kind, name in _registry_names(cfg)
+                     if registries[kind].get(name) is None)
+    assert not unknown, f'unregistered names in {path.name}: {unknown}'
+
+    strategy = cfg.get('strategy')
+    if strategy is not None:  # the arguments fit the strategy
+        args = dict(strategy)
+        cls = registries['strategy'].get(args.pop('type'))
+        inspect.signature(cls.__init__).bind(None, **args)
+
+    model_cfg = _tiny_model(cfg, tokenizer_dir)
+    key = repr(model_cfg)
+    if key not in built_models:
+        built_models[key] = MODELS.build(model_cfg)
+    model = built_models[key]
+    assert type(model).__name__ == 'Lumen'
+    assert type(model.neck).__name__ == cfg.model.neck.type
+    backbone = cfg.model.backbone
+    assert model.backbone.aligner_image_size == backbone.aligner_image_size
+    assert model.backbone.image_size == backbone.image_size
+    assert (backbone.lora is None) == (
+        not hasattr(model.backbone.llava, 'peft_config'))
+    assert (model.mask_head is None) == (not cfg.model.get('mask_head'))
+    assert model.test_cfg['det']['topk'] == cfg.model.test_cfg.det.topk
