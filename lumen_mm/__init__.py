@@ -6,5 +6,7 @@ Importing the package registers its modules in mmdet's registries (scope
 ``custom_imports=dict(imports=['lumen_mm'], allow_failed_imports=False)``.
 """
 from . import datasets, evaluation, models  # noqa: F401  (registration)
+from . import engine  # noqa: F401  (hooks)
+from . import visualization  # noqa: F401  (LumenLocalVisualizer)
 
 __version__ = '0.1.0'

@@ -6,3 +6,8 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=400,
                     max_keep_ckpts=3))
 log_processor = dict(by_epoch=False)
+# TensorBoard: uncomment to log losses, metrics and images there as well as
+# to the work dir (needs `pip install tensorboard`, which requirements/ does
+# not install); then `tensorboard --logdir work_dirs/<config>`.
+# visualizer = dict(vis_backends=[
+#     dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])

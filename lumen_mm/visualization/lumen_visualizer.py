@@ -1,0 +1,249 @@
+"""Draw Lumen's answers: boxes, masks, keypoints with skeleton, heatmaps."""
+import textwrap
+from functools import lru_cache
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import mmcv
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmdet.registry import VISUALIZERS
+from mmdet.structures import DetDataSample
+from mmdet.visualization import DetLocalVisualizer
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+
+@lru_cache(maxsize=1)
+def _coco_pose_meta() -> dict:
+    from mmpose.datasets.datasets.utils import parse_pose_metainfo
+    return parse_pose_metainfo(
+        dict(from_file='configs/_base_/datasets/coco.py'))
+
+
+def _words(name: str) -> str:
+    return name.replace('_', ' ').strip().lower()
+
+
+def skeleton_meta(keypoint_names: Sequence[str],
+                  pose_meta: Optional[dict] = None) -> dict:
+    """mmpose drawing meta for the asked keypoints: the colours of
+    ``pose_meta`` (mmpose's parsed dataset metainfo; default COCO's) and its
+    skeleton links between them. A keypoint it does not name is grey and
+    unlinked. Names match with '_' or ' ' ('left_eye', 'left eye')."""
+    pose_meta = pose_meta or _coco_pose_meta()
+    known = {_words(n): i for i, n in pose_meta['keypoint_id2name'].items()}
+    ids = [known.get(_words(n)) for n in keypoint_names]
+    index = {cid: k for k, cid in enumerate(ids) if cid is not None}
+    links, link_colors = [], []
+    for (a, b), color in zip(pose_meta['skeleton_links'],
+                             pose_meta['skeleton_link_colors']):
+        if a in index and b in index:
+            links.append((index[a], index[b]))
+            link_colors.append(color)
+    kpt_colors = np.array([
+        pose_meta['keypoint_colors'][cid] if cid is not None else
+        (128, 128, 128) for cid in ids
+    ])
+    return dict(
+        keypoint_colors=kpt_colors,
+        skeleton_links=links,
+        skeleton_link_colors=np.array(link_colors).reshape(-1, 3))
+
+
+def heatmaps_to_image(heatmaps: Tensor,
+                      metainfo: dict,
+                      out_shape: Optional[Tuple[int, int]] = None) -> Tensor:
+    """(P, h, w) heatmaps on the patch grid of the padded input (as in
+    ``data_sample.heatmaps``) -> (P, H, W) over the original image (or
+    ``out_shape``), for a sample's ``metainfo``.
+
+    The grid covers ``batch_input_shape``; the image is its top-left
+    ``img_shape`` (mmdet's ``Pad`` pads bottom and right).
+    """
+    in_h, in_w = (metainfo.get('batch_input_shape')
+                  or metainfo['pad_shape'])[:2]
+    img_h, img_w = metainfo['img_shape'][:2]
+    heat = torch.as_tensor(heatmaps).float()[None]
+    heat = F.interpolate(heat, (in_h, in_w), mode='bilinear',
+                         align_corners=False)[..., :img_h, :img_w]
+    out_shape = tuple(out_shape or metainfo['ori_shape'][:2])
+    return F.interpolate(heat, out_shape, mode='bilinear',
+                         align_corners=False)[0].clamp(0, 1)
+
+
+def overlay_heatmap(image: np.ndarray, heatmap: Tensor,
+                    alpha: float = 0.5) -> np.ndarray:
+    """Jet colours of a (H, W) score map in [0, 1] over an RGB image.
+
+    mmengine's ``convert_overlay_heatmap`` rescales each map to its own
+    min-max, which makes an absent class look as hot as a present one; Lumen's
+    heatmaps are probabilities, so they keep their absolute scale here.
+    """
+    scores = (heatmap.cpu().numpy() * 255).astype(np.uint8)
+    colors = cv2.applyColorMap(scores, cv2.COLORMAP_JET)[..., ::-1]
+    return cv2.addWeighted(image, 1 - alpha, colors, alpha, 0)
+
+
+@VISUALIZERS.register_module()
+class LumenLocalVisualizer(DetLocalVisualizer):
+    """mmdet's ``DetLocalVisualizer`` for Lumen's answers.
+
+    * Instances are named by their prompt (a class name or the referring
+      sentence): Lumen's labels index the sample's ``prompts``, not a fixed
+      class list.
+    * Keypoints (pose) are drawn by mmpose's ``PoseLocalVisualizer`` with the
+      skeleton of ``pose_meta`` between the asked keypoints.
+    * :meth:`draw_heatmaps` shows each prompt's heatmap over the image, as
+      the paper's Fig. 4.
+
+    Args:
+        kpt_thr: keypoints (and their links) below this score are not drawn.
+        pose_meta: mmpose's parsed metainfo of the pose dataset (keypoint
+            names, skeleton, colours); default COCO's.
+        max_label_len: longer prompts are cut in box labels.
+        **kwargs: ``DetLocalVisualizer``'s arguments.
+    """
+
+    def __init__(self,
+                 name: str = 'visualizer',
+                 kpt_thr: float = 0.3,
+                 pose_meta: Optional[dict] = None,
+                 max_label_len: int = 40,
+                 **kwargs) -> None:
+        from mmpose.visualization import PoseLocalVisualizer
+        super().__init__(name=name, **kwargs)
+        self.kpt_thr = kpt_thr
+        self.pose_meta = pose_meta
+        self.max_label_len = max_label_len
+        # matplotlib backend: mmpose 1.3.2's OpenCV backend draws keypoints
+        # with int(radius_array), which numpy 2 refuses
+        self.pose_visualizer = PoseLocalVisualizer(
+            name=f'{name}_pose', radius=3, line_width=2, backend='matplotlib')
+        self._keypoint_names: List[str] = []
+
+    def _label_names(self, data_sample: DetDataSample) -> Dict[int, str]:
+        prompts = data_sample.metainfo.get('prompts', [])
+        labels = data_sample.metainfo.get('prompt_labels',
+                                          list(range(len(prompts))))
+        names = {}
+        for label, prompt in zip(labels, prompts):
+            if len(prompt) > self.max_label_len:
+                prompt = prompt[:self.max_label_len - 3] + '...'
+            names[int(label)] = prompt
+        return names
+
+    def add_datasample(self,
+                       name: str,
+                       image: np.ndarray,
+                       data_sample: Optional[DetDataSample] = None,
+                       **kwargs) -> None:
+        """``DetLocalVisualizer.add_datasample``, instances named by prompt.
+
+        ``image`` is RGB, as for every mmengine visualizer.
+        """
+        if data_sample is not None and 'pred_instances' in data_sample:
+            data_sample = data_sample.clone()
+            preds = data_sample.pred_instances
+            self._keypoint_names = []
+            if 'keypoints' in preds:
+                # pose: one instance per person, one keypoint per prompt;
+                # mmpose keeps the person's score in ``bbox_scores``
+                self._keypoint_names = list(data_sample.metainfo['prompts'])
+                preds.label_names = ['person'] * len(preds)
+                if 'scores' not in preds:
+                    preds.scores = torch.as_tensor(
+                        preds.get('bbox_scores', np.ones(len(preds))))
+            elif 'labels' in preds:
+                names = self._label_names(data_sample)
+                preds.label_names = [
+                    names.get(int(label), f'class {int(label)}')
+                    for label in preds.labels
+                ]
+        super().add_datasample(name, image, data_sample, **kwargs)
+
+    def _draw_instances(self, image: np.ndarray, instances: InstanceData,
+                        classes: Optional[List[str]],
+                        palette: Optional[List[tuple]]) -> np.ndarray:
+        image = super()._draw_instances(image, instances, classes, palette)
+        if 'keypoints' not in instances or len(instances) == 0:
+            return image
+        from mmpose.structures import PoseDataSample
+        keypoints = np.asarray(torch.as_tensor(instances.keypoints).cpu())
+        scores = np.asarray(
+            torch.as_tensor(instances.keypoint_scores).cpu()) \
+            if 'keypoint_scores' in instances else np.ones(
+                keypoints.shape[:2])
+        names = self._keypoint_names or [
+            str(i) for i in range(keypoints.shape[1])
+        ]
+        self.pose_visualizer.set_dataset_meta(
+            skeleton_meta(names, self.pose_meta))
+        pose = PoseDataSample()
+        pose.pred_instances = InstanceData(
+            keypoints=keypoints,
+            keypoint_scores=scores,
+            keypoints_visible=scores)
+        self.pose_visualizer.add_datasample(
+            'keypoints',
+            image,
+            pose,
+            draw_gt=False,
+            draw_bbox=False,
+            kpt_thr=self.kpt_thr)
+        return self.pose_visualizer.get_image()
+
+    def draw_heatmaps(self,
+                      image: np.ndarray,
+                      data_sample: DetDataSample,
+                      max_panels: int = 8,
+                      max_columns: int = 4,
+                      long_side: int = 256,
+                      alpha: float = 0.5) -> np.ndarray:
+        """One panel per prompt (the ``max_panels`` with the highest peaks):
+        the RGB image under its heatmap, titled with the prompt and peak."""
+        h, w = image.shape[:2]
+        scale = min(1.0, long_side / max(h, w))
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        small = mmcv.imresize(image, size[::-1]) if scale < 1 else image
+        heatmaps = data_sample.get('heatmaps')
+        if heatmaps is None:
+            raise ValueError('The sample has no heatmaps: call the '
+                             'inferencer with return_heatmaps=True.')
+        heatmaps = torch.as_tensor(heatmaps).float()
+        peaks = heatmaps.flatten(1).max(1).values
+        order = peaks.argsort(descending=True)[:max_panels].tolist()
+        shown = heatmaps_to_image(heatmaps[order], data_sample.metainfo, size)
+        prompts = data_sample.metainfo.get('prompts', [])
+        font_size = max(8, min(size) // 20)
+        # about 0.75 font sizes per character: wrap titles to the panel
+        line_len = max(8, int(size[1] / (0.75 * font_size)))
+        panels = []
+        for i, heat in zip(order, shown):
+            self.set_image(overlay_heatmap(small, heat, alpha))
+            title = prompts[i] if i < len(prompts) else f'prompt {i}'
+            self.draw_texts(
+                '\n'.join(
+                    textwrap.wrap(f'{title}: {float(peaks[i]):.2f}',
+                                  line_len)),
+                np.array([2, 2]),
+                colors='white',
+                font_sizes=font_size,
+                bboxes=dict(facecolor='black', alpha=0.7, pad=0.5,
+                            edgecolor='none'))
+            panels.append(self.get_image())
+        return _tile(panels, max_columns)
+
+
+def _tile(panels: List[np.ndarray], max_columns: int) -> np.ndarray:
+    """Panels of one size in as few rows as ``max_columns`` allows, filled
+    left to right and balanced (6 panels: 2 rows of 3)."""
+    rows = -(-len(panels) // max_columns)
+    columns = -(-len(panels) // rows)
+    panels = panels + [np.zeros_like(panels[0])] * (rows * columns -
+                                                    len(panels))
+    return np.concatenate([
+        np.concatenate(panels[r * columns:(r + 1) * columns], axis=1)
+        for r in range(rows)
+    ], axis=0)
