@@ -15,14 +15,19 @@ env:
 test: env
 	$(VPY) -m pytest -q tests
 
-# Lumen-Shapes is generated once; delete $(SHAPES_DATA) to regenerate it.
-$(SHAPES_DATA)/annotations/instances_val.json: | env
+# Lumen-Shapes is generated once: a stamp marks a complete set of every
+# task; delete $(SHAPES_DATA) to regenerate it.
+SHAPES_DONE := $(SHAPES_DATA)/.complete
+$(SHAPES_DONE): | env
+	rm -rf $(SHAPES_DATA)
 	$(VPY) tools/make_shapes.py --out $(SHAPES_DATA)
+	touch $@
 
-# Main job: generate Lumen-Shapes, train the tiny Lumen, evaluate it.
-SHAPES_CONFIG := configs/lumen/shapes/lumen_tiny_shapes_det_ground.py
-SHAPES_WORK := work_dirs/lumen_tiny_shapes_det_ground
-shapes: env $(SHAPES_DATA)/annotations/instances_val.json
+# Main job: generate Lumen-Shapes, train the tiny Lumen on every task,
+# evaluate it and print one table of every task's numbers.
+SHAPES_CONFIG := configs/lumen/shapes/lumen_tiny_shapes_all_tasks.py
+SHAPES_WORK := work_dirs/lumen_tiny_shapes_all_tasks
+shapes: env $(SHAPES_DONE)
 	$(VPY) tools/train.py $(SHAPES_CONFIG) --work-dir $(SHAPES_WORK)
 	$(VPY) tools/test.py $(SHAPES_CONFIG) "$$(cat $(SHAPES_WORK)/last_checkpoint)" \
 		--work-dir $(SHAPES_WORK) --metrics-json $(SHAPES_WORK)/metrics.json

@@ -1,8 +1,17 @@
 """Datasets and data pipelines of lumen_mm."""
-from .multitask import LumenMultiTaskDataset
-from .prompts import LUMEN_META_KEYS, LumenDetPrompts, LumenGroundPrompts
+from .adapters import CocoFormatDataset, FSC147Dataset, LumenVOCDataset
+from .counting import LumenCountingDataset
+from .loading import LumenLoadImageFromFile
+from .multitask import LumenConcatDataset, LumenMultiTaskDataset
+from .prompts import (LUMEN_META_KEYS, LUMEN_TASK_META_KEYS,
+                      LumenCountPrompts, LumenDetPrompts, LumenGroundPrompts,
+                      LumenPosePrompts, LumenVQAPrompts)
+from .vqa import LumenVQADataset
 
 __all__ = [
-    'LumenMultiTaskDataset', 'LumenDetPrompts', 'LumenGroundPrompts',
-    'LUMEN_META_KEYS'
+    'LumenMultiTaskDataset', 'LumenConcatDataset', 'LumenDetPrompts', 'LumenGroundPrompts',
+    'LumenCountPrompts', 'LumenPosePrompts', 'LumenVQAPrompts',
+    'LumenCountingDataset', 'LumenVQADataset', 'LUMEN_META_KEYS',
+    'LUMEN_TASK_META_KEYS', 'LumenLoadImageFromFile',
+    'CocoFormatDataset', 'FSC147Dataset', 'LumenVOCDataset'
 ]

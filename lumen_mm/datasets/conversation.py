@@ -15,7 +15,7 @@ sentences, questions) is tokenised with ``split_special_tokens=True``, so a
 description that contains ``[LOC]`` or ``<image>`` stays plain text.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 LOC_TOKEN = '[LOC]'
 IMAGE_TOKEN = '<image>'
@@ -136,3 +136,40 @@ class ConversationTemplate:
         ids = prefix + question + answer
         labels = [IGNORE_INDEX] * (len(prefix) + len(question)) + answer
         return TokenizedPrompt(ids, labels, len(prefix))
+
+    def chat_prompt(self, turns: Sequence[Tuple[str, str]]) -> TokenizedPrompt:
+        """A LLaVA-Instruct conversation (VQA): ``(question, answer)`` turns.
+
+        Labels cover every answer and its ``</s>``. The image goes before the
+        first question; ``<image>`` inside the user's text stays text.
+        """
+        if not turns:
+            raise ValueError('A conversation needs at least one '
+                             '(question, answer) turn.')
+        prefix = self.prefix_ids('\n')
+        ids, labels = list(prefix), [IGNORE_INDEX] * len(prefix)
+        for i, (question, answer) in enumerate(turns):
+            if not question.strip():
+                raise ValueError('Empty question in a conversation turn.')
+            user = (self._text('USER: ') if i else []) + self._user_text(
+                question.strip()) + self._text(' ASSISTANT:')
+            reply = self._user_text(' ' + answer.strip()) + [
+                self.tokenizer.eos_token_id
+            ]
+            ids += user + reply
+            labels += [IGNORE_INDEX] * len(user) + reply
+        return TokenizedPrompt(ids, labels, len(prefix))
+
+    def instruction_prompt(self, instruction: str) -> TokenizedPrompt:
+        """A free-form instruction, ready for the model to answer.
+
+        Used at inference: the generated answer decides the task (its task
+        token) and, for vision-centric answers, holds the ``[LOC]``.
+        """
+        if not instruction or not instruction.strip():
+            raise ValueError('Empty instruction: ask the model something, '
+                             'e.g. "Please find the location of the cat."')
+        prefix = self.prefix_ids('\n')
+        ids = prefix + self._user_text(instruction.strip()) + self._text(
+            ' ASSISTANT:')
+        return TokenizedPrompt(ids, [IGNORE_INDEX] * len(ids), len(prefix))

@@ -1,7 +1,8 @@
 """Multi-task sampling (Sec. 4.1.3): tasks drawn by configured rates."""
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
+from mmdet.datasets import ConcatDataset
 from mmdet.registry import DATASETS
 from mmengine.dataset import BaseDataset
 
@@ -67,3 +68,22 @@ class LumenMultiTaskDataset:
             for k, t in enumerate(self.tasks)
         }
 
+
+
+@DATASETS.register_module()
+class LumenConcatDataset(ConcatDataset):
+    """mmdet's ``ConcatDataset`` for validation sets of different tasks.
+
+    mmdet 3.3 compares every dataset's metainfo with the first one's and
+    raises ``KeyError`` when a later dataset has a key the first lacks (a pose
+    dataset's keypoint info after a detection dataset). Here the first
+    dataset's metainfo (the classes that COCO metrics need) serves every
+    metric; the pose metric brings its own keypoint info.
+    """
+
+    def __init__(self, datasets: Sequence, **kwargs) -> None:
+        built = [
+            DATASETS.build(d) if isinstance(d, dict) else d for d in datasets
+        ]
+        keys = set().union(*(d.metainfo.keys() for d in built))
+        super().__init__(built, ignore_keys=sorted(keys), **kwargs)

@@ -8,7 +8,7 @@ metainfo (list them in its ``meta_keys``):
 * ``prompt_labels``: per prompt, the ``gt_bboxes_labels`` value of its
   targets (detection: a class index; grounding: the referred object's index).
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -16,6 +16,10 @@ from mmdet.registry import TRANSFORMS
 
 LUMEN_META_KEYS = ('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor', 'task', 'prompts', 'prompt_labels')
+# What the pose, counting and VQA pathways need in addition.
+LUMEN_TASK_META_KEYS = LUMEN_META_KEYS + (
+    'gt_count', 'answers', 'id', 'category_id', 'person_bbox', 'bbox_score',
+    'input_center', 'input_scale', 'input_size')
 
 
 @TRANSFORMS.register_module()
@@ -37,16 +41,24 @@ class LumenDetPrompts(BaseTransform):
                  task: str = 'det',
                  num_absent: Optional[int] = None,
                  test_mode: bool = False) -> None:
+        if task not in ('det', 'seg'):
+            raise ValueError(f'Unknown task {task!r} for LumenDetPrompts: '
+                             "set task='det' (boxes) or 'seg' (masks).")
         self.task = task
         self.num_absent = num_absent
         self.test_mode = test_mode
 
     def transform(self, results: dict) -> dict:
         classes = results.get('text')
-        if not classes:
+        if classes is None:
             raise KeyError(
                 'LumenDetPrompts needs the class names in results["text"]: '
                 'build the dataset with `return_classes=True`.')
+        if len(classes) == 0:
+            raise ValueError(
+                'The dataset\'s class list is empty, so there is nothing to '
+                'detect: set `metainfo=dict(classes=(...))` in the dataset '
+                'config to the class names of its annotation file.')
         num_classes = len(classes)
         if self.test_mode or self.num_absent is None:
             labels = np.arange(num_classes)
@@ -74,6 +86,9 @@ class LumenGroundPrompts(BaseTransform):
     """
 
     def __init__(self, task: str = 'ground') -> None:
+        if task not in ('ground', 'refseg'):
+            raise ValueError(f'Unknown task {task!r} for LumenGroundPrompts: '
+                             "set task='ground' (boxes) or 'refseg' (masks).")
         self.task = task
 
     def transform(self, results: dict) -> dict:
@@ -87,4 +102,77 @@ class LumenGroundPrompts(BaseTransform):
         results['task'] = self.task
         results['prompts'] = list(sentences)
         results['prompt_labels'] = list(range(len(sentences)))
+        return results
+
+
+@TRANSFORMS.register_module()
+class LumenCountPrompts(BaseTransform):
+    """Asks for the class to count (``LumenCountingDataset``'s
+    ``count_label``); its instances are the heatmap targets and their number
+    the ground truth of the counting metric (``gt_count``)."""
+
+    def transform(self, results: dict) -> dict:
+        classes = results.get('text')
+        if not classes or 'count_label' not in results:
+            raise KeyError('LumenCountPrompts needs `count_label` and the '
+                           'class names: use LumenCountingDataset with '
+                           '`return_classes=True`.')
+        label = int(results['count_label'])
+        results['task'] = 'count'
+        results['prompts'] = [classes[label]]
+        results['prompt_labels'] = [label]
+        return results
+
+
+@TRANSFORMS.register_module()
+class LumenPosePrompts(BaseTransform):
+    """Top-down pose: one prompt per keypoint name about one person crop.
+
+    Runs after mmpose's ``GetBBoxCenterScale`` and ``TopdownAffine``, which
+    crop the person box; each visible keypoint becomes a zero-size box at its
+    position in the crop, labelled with its keypoint index, so that the
+    shared packing and heatmap code serve pose as well.
+
+    Args:
+        keypoint_names: the dataset's keypoint names, in index order; the
+            prompts read them as words (``left_hand`` -> "left hand").
+    """
+
+    def __init__(self, keypoint_names: Sequence[str]) -> None:
+        if not keypoint_names:
+            raise ValueError('LumenPosePrompts needs the keypoint names.')
+        self.keypoint_names = list(keypoint_names)
+
+    def transform(self, results: dict) -> dict:
+        h, w = results['img'].shape[:2]
+        results['img_shape'] = (h, w)
+        results['person_bbox'] = np.asarray(results['bbox'][0], np.float32)
+        points = results.get('transformed_keypoints')
+        if points is not None:
+            visible = results['keypoints_visible'][0] > 0
+            xy = points[0][visible]
+            results['gt_bboxes'] = np.concatenate([xy, xy], 1).astype(
+                np.float32)
+            results['gt_bboxes_labels'] = np.flatnonzero(visible)
+            results['gt_ignore_flags'] = np.zeros(len(xy), dtype=bool)
+        results['task'] = 'pose'
+        results['prompts'] = [n.replace('_', ' ') for n in self.keypoint_names]
+        results['prompt_labels'] = list(range(len(self.keypoint_names)))
+        return results
+
+
+@TRANSFORMS.register_module()
+class LumenVQAPrompts(BaseTransform):
+    """A LLaVA-Instruct conversation (``LumenVQADataset``): its questions
+    are the prompts, its answers are trained with the LM loss only."""
+
+    def transform(self, results: dict) -> dict:
+        turns = results.get('conversation')
+        if not turns:
+            raise KeyError('LumenVQAPrompts needs `conversation` turns: use '
+                           'LumenVQADataset.')
+        results['task'] = 'vqa'
+        results['prompts'] = [q for q, _ in turns]
+        results['answers'] = [a for _, a in turns]
+        results['prompt_labels'] = [-1] * len(turns)
         return results

@@ -21,11 +21,14 @@ class LumenTaskMetric(BaseMetric):
         metric: config of the wrapped metric.
     """
 
-    def __init__(self, task: str, metric: dict, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.task = task
+    def __init__(self,
+                 task: str,
+                 metric: dict,
+                 prefix: Optional[str] = None,
+                 **kwargs) -> None:
         self.metric = METRICS.build(metric)
-        self.prefix = self.prefix or self.metric.prefix
+        super().__init__(prefix=prefix or self.metric.prefix, **kwargs)
+        self.task = task
 
     @property
     def dataset_meta(self) -> Optional[dict]:

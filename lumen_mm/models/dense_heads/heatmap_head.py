@@ -9,10 +9,13 @@ Gaussian is centred on the true (sub-patch) centre, the neighbours of a peak
 say on which side of the patch centre the object lies; :class:`PeakSelector`
 uses that to place the peak to a quarter of a patch.
 
+Keypoints (pose) are targets of a fixed sigma, ``point_sigma`` patches (2 in
+the paper), and have no width or height.
+
 Width and height maps are trained with an L1 loss at the centre patches, in
 patch units (CenterNet).
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +76,7 @@ class HeatmapHead(BaseModule):
         loss_wh: L1 loss on width/height at object centres.
         min_overlap: CenterNet's ``gaussian_radius`` overlap.
         min_sigma: lower bound of sigma (patches) for tiny objects.
+        point_sigma: sigma (patches) of keypoint targets.
         peak_kernel: local-maximum neighbourhood.
         refine_peaks: quarter-patch peak refinement.
     """
@@ -86,6 +90,7 @@ class HeatmapHead(BaseModule):
                  loss_wh: dict = dict(type='L1Loss', loss_weight=0.1),
                  min_overlap: float = 0.3,
                  min_sigma: float = 0.5,
+                 point_sigma: float = 2.0,
                  peak_kernel: int = 3,
                  refine_peaks: bool = True,
                  init_cfg=None) -> None:
@@ -94,6 +99,7 @@ class HeatmapHead(BaseModule):
         self.loss_wh = MODELS.build(loss_wh)
         self.min_overlap = min_overlap
         self.min_sigma = min_sigma
+        self.point_sigma = point_sigma
         self.peak_selector = PeakSelector(peak_kernel, refine_peaks)
 
     # -- targets ------------------------------------------------------------
@@ -125,23 +131,33 @@ class HeatmapHead(BaseModule):
         target[cy, cx] = 1
         return target
 
-    def get_targets(self, boxes: List[Tensor], size: Tuple[int, int],
-                    stride: float) -> Dict[str, Tensor]:
-        """Targets of every prompt from its (n, 4) xyxy boxes in pixels."""
+    def get_targets(self,
+                    boxes: List[Tensor],
+                    size: Tuple[int, int],
+                    stride: float,
+                    is_point: Optional[Sequence[bool]] = None
+                    ) -> Dict[str, Tensor]:
+        """Targets of every prompt from its (n, 4) xyxy boxes in pixels.
+
+        Prompts flagged in ``is_point`` locate keypoints, given as boxes of
+        zero size at the point: sigma ``point_sigma``, no wh target.
+        """
         h, w = size
+        is_point = is_point or [False] * len(boxes)
         heat, wh, weight = [], [], []
-        for b in boxes:
+        for b, point in zip(boxes, is_point):
             b = b / stride
             centers = (b[:, :2] + b[:, 2:]) / 2
             sizes = (b[:, 2:] - b[:, :2]).clamp(min=0)
-            heat.append(
-                self.heatmap_target(centers, self.box_sigma(sizes), size))
+            sigmas = (sizes.new_full((len(b), ), self.point_sigma)
+                      if point else self.box_sigma(sizes))
+            heat.append(self.heatmap_target(centers, sigmas, size))
             wh_t = b.new_zeros(2, h, w)
             wt = b.new_zeros(2, h, w)
             cx = centers[:, 0].long().clamp(0, w - 1)
             cy = centers[:, 1].long().clamp(0, h - 1)
             wh_t[:, cy, cx] = sizes.t()
-            wt[:, cy, cx] = 1
+            wt[:, cy, cx] = 0 if point else 1
             wh.append(wh_t)
             weight.append(wt)
         return dict(
@@ -150,11 +166,15 @@ class HeatmapHead(BaseModule):
             wh_weight=torch.stack(weight))
 
     # -- loss ---------------------------------------------------------------
-    def loss(self, preds: Dict[str, Tensor], boxes: List[Tensor],
-             stride: float) -> Dict[str, Tensor]:
+    def loss(self,
+             preds: Dict[str, Tensor],
+             boxes: List[Tensor],
+             stride: float,
+             is_point: Optional[Sequence[bool]] = None) -> Dict[str, Tensor]:
         """Gaussian focal loss on the heatmap and L1 on wh at the centres."""
         heatmap = preds['heatmap']
-        targets = self.get_targets(boxes, heatmap.shape[-2:], stride)
+        targets = self.get_targets(boxes, heatmap.shape[-2:], stride,
+                                   is_point)
         num_peaks = max(1, int(targets['heatmap'].eq(1).sum()))
         loss_heatmap = self.loss_heatmap(
             heatmap.sigmoid().clamp(1e-4, 1 - 1e-4),
@@ -164,7 +184,7 @@ class HeatmapHead(BaseModule):
             preds['wh'],
             targets['wh'],
             targets['wh_weight'],
-            avg_factor=2 * num_peaks)
+            avg_factor=max(1.0, float(targets['wh_weight'].sum())))
         return dict(loss_heatmap=loss_heatmap, loss_wh=loss_wh)
 
     # -- decoding -----------------------------------------------------------

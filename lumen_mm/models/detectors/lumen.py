@@ -1,52 +1,79 @@
-"""Lumen as an mmdet detector: LMM -> dense aligner -> heatmap decoding."""
-from typing import Dict, List, Tuple
+"""Lumen as an mmdet detector: LMM -> dense aligner -> task decoding."""
+from collections import defaultdict
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from mmdet.models.detectors import BaseDetector
 from mmdet.registry import MODELS
-from mmdet.structures import SampleList
+from mmdet.structures import DetDataSample, SampleList
 from mmdet.structures.bbox import get_box_tensor
 from mmengine.structures import InstanceData
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from lumen_mm.datasets.conversation import TokenizedPrompt
+from lumen_mm.datasets.conversation import (IGNORE_INDEX, TASK_TOKENS,
+                                            TokenizedPrompt)
 
-BOX_TASKS = ('det', 'ground')
+# Tasks answered through the heatmap (Stage 1), and how Stage 2 decodes them.
+LOCATION_TASKS = ('det', 'seg', 'ground', 'refseg', 'pose', 'count')
+MASK_TASKS = ('seg', 'refseg')
+# Tasks answered in text: VQA and free-form instructions (routed by the
+# generated task token).
+TEXT_TASKS = ('vqa', 'instruction')
+TASKS = LOCATION_TASKS + TEXT_TASKS
+# Counting asks for a class exactly as detection does (Sec. 4.4).
+TEMPLATE_TASK = dict(count='det')
+
+
+class Query(NamedTuple):
+    """One prompt of a batch: its image, tokens and heatmap targets."""
+    image: int
+    tokens: TokenizedPrompt
+    targets: Tensor  # (n, 4) boxes in input pixels; zero-size for keypoints
+    locate: bool  # goes through the aligner
+    point: bool  # keypoint targets (sigma ``point_sigma``)
 
 
 @MODELS.register_module()
 class Lumen(BaseDetector):
     """Lumen (Sec. 3): task-agnostic matching, then task-specific decoding.
 
-    Each data sample is one image with ``metainfo``:
+    Each data sample is one image (one person crop for pose) with metainfo:
 
-    * ``task``: ``'det'`` or ``'ground'``;
-    * ``prompts``: descriptions to locate (class names, or one referring
-      sentence);
-    * ``prompt_labels``: for each prompt the class whose ``gt_instances`` are
-      its targets (``-1``: all of them, the referred object).
+    * ``task``: one of :data:`TASKS`;
+    * ``prompts``: what to locate (class names, a referring sentence,
+      keypoint names), the questions of a VQA conversation (``answers``
+      holds its answers), or one free-form instruction;
+    * ``prompt_labels``: for each prompt the label whose ``gt_instances`` are
+      its targets (grounding: the referred object's index).
 
-    All prompts of a batch go through the LLM as one batch; the vision tower
-    runs once per image.
+    The vision tower runs once per image; the prompts of a batch run through
+    the LLM grouped by their shared prefix (one KV cache per image and
+    group), and all ``[LOC]`` states through the aligner as one batch.
 
     Args:
         backbone: the LMM (:class:`LlavaLMM`).
         neck: the dense aligner; its ``text_dim``/``vision_dim`` are filled in
             from the backbone.
         bbox_head: :class:`HeatmapHead`.
+        mask_head: :class:`SamMaskHead` for the mask tasks; None: no masks.
         loss_lm_weight: lambda_t of Eq. 5 (lambda_h lives in the head's loss).
-        test_cfg: per task ``dict(topk=..., nms_iou=..., max_per_img=...)``.
+        max_new_tokens: answer length limit of VQA and instructions.
+        test_cfg: per task ``dict(topk=..., nms_iou=..., max_per_img=...)``;
+            counting adds ``score_thr``.
     """
 
     def __init__(self,
                  backbone: dict,
                  neck: dict,
                  bbox_head: dict,
+                 mask_head: Optional[dict] = None,
                  loss_lm_weight: float = 1.0,
-                 train_cfg: dict = None,
-                 test_cfg: dict = None,
-                 data_preprocessor: dict = None,
+                 max_new_tokens: int = 32,
+                 train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -57,11 +84,14 @@ class Lumen(BaseDetector):
                 text_dim=self.backbone.text_dim,
                 vision_dim=self.backbone.vision_dim))
         self.bbox_head = MODELS.build(bbox_head)
+        self.mask_head = MODELS.build(mask_head) if mask_head else None
         self.loss_lm_weight = loss_lm_weight
+        self.max_new_tokens = max_new_tokens
         self.train_cfg = train_cfg or {}
+        many = dict(topk=100, nms_iou=0.5, max_per_img=100)
         self.test_cfg = dict(
-            det=dict(topk=100, nms_iou=0.5, max_per_img=100),
-            ground=dict(topk=1))
+            det=many, seg=many, ground=dict(topk=1), refseg=dict(topk=1),
+            pose=dict(topk=1), count=dict(topk=100, score_thr=0.3))
         for task, cfg in (test_cfg or {}).items():
             self.test_cfg[task] = dict(self.test_cfg.get(task, {}), **cfg)
 
@@ -70,74 +100,179 @@ class Lumen(BaseDetector):
         """Input pixels per heatmap cell."""
         return self.backbone.patch_size
 
-    # -- shared Stage 1 ---------------------------------------------------
-    def _prompts(self, data_samples: SampleList, with_answer: bool, device
-                 ) -> Tuple[List[int], List[TokenizedPrompt], List[Tensor]]:
-        """Tokenised prompts, their image index and their target boxes."""
+    @property
+    def with_mask_loss(self) -> bool:
+        return self.mask_head is not None and (self.mask_head.train_decoder or
+                                               self.mask_head.train_encoder)
+
+    # -- Stage 1: prompts -> LLM -> [LOC] -> aligner -----------------------
+    def _queries(self, data_samples: SampleList, training: bool,
+                 device) -> List[Query]:
+        """The prompts of a batch, tokenised, with their heatmap targets."""
         conv = self.backbone.conversation
-        image_index, prompts, targets = [], [], []
+        queries = []
         for i, sample in enumerate(data_samples):
             task = sample.metainfo.get('task', 'det')
-            if task not in BOX_TASKS:
+            if task not in TASKS:
                 raise ValueError(f'Unknown task {task!r}; Lumen handles '
-                                 f'{BOX_TASKS}.')
-            descriptions = sample.metainfo.get('prompts')
-            if not descriptions:
+                                 f'{TASKS}.')
+            texts = sample.metainfo.get('prompts')
+            if not texts:
                 raise ValueError(
-                    'A data sample has no `prompts`: add LumenDetPrompts or '
-                    'LumenGroundPrompts to the pipeline and keep "prompts", '
+                    'A data sample has no `prompts`: add a Lumen*Prompts '
+                    'transform to the pipeline and keep "prompts", '
                     '"prompt_labels" and "task" in PackDetInputs.meta_keys.')
+            none = torch.zeros(0, 4, device=device)
+            if task in TEXT_TASKS:
+                if training:  # one conversation: every answer is trained
+                    tokens = conv.chat_prompt(
+                        list(zip(texts, sample.metainfo['answers'])))
+                    queries.append(Query(i, tokens, none, False, False))
+                continue  # at test time these are generated, not forwarded
             gt = sample.get('gt_instances', None)
             boxes = get_box_tensor(gt.bboxes) if gt is not None and len(
                 gt) else None
-            for text, label in zip(descriptions,
-                                   sample.metainfo['prompt_labels']):
-                image_index.append(i)
-                prompts.append(conv.location_prompt(task, text, with_answer))
+            template = TEMPLATE_TASK.get(task, task)
+            for text, label in zip(texts, sample.metainfo['prompt_labels']):
                 if boxes is None:
-                    targets.append(torch.zeros(0, 4, device=device))
+                    targets = none
                 elif label < 0:
-                    targets.append(boxes)
+                    targets = boxes
                 else:
-                    targets.append(boxes[gt.labels == label])
-        return image_index, prompts, targets
+                    targets = boxes[gt.labels == label]
+                queries.append(
+                    Query(i, conv.location_prompt(template, text, training),
+                          targets, True, task == 'pose'))
+        return queries
+
+    def _run_llm(self, image_embeds: Tensor, queries: Sequence[Query],
+                 with_lm_loss: bool) -> Dict[str, Tensor]:
+        """The LLM on every query, one call per shared prefix.
+
+        Location prompts share "...Please find the location of" and VQA
+        conversations share less, so each group keeps its own KV-cache
+        sharing. The LM loss averages over all answer tokens of the batch.
+        """
+        groups = defaultdict(list)
+        for i, q in enumerate(queries):
+            groups[tuple(q.tokens.input_ids[:q.tokens.prefix_len])].append(i)
+        order, states, loss, num_tokens = [], [], 0., 0
+        for members in groups.values():
+            out = self.backbone.forward_prompts(
+                image_embeds, [queries[i].image for i in members],
+                [queries[i].tokens for i in members], with_lm_loss)
+            order += members
+            states.append(out['loc_states'])
+            if with_lm_loss:
+                n = sum(
+                    sum(t != IGNORE_INDEX for t in queries[i].tokens.labels[1:])
+                    for i in members)
+                loss = loss + out['loss_lm'] * n
+                num_tokens += n
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.as_tensor(order)] = torch.arange(len(order))
+        out = dict(loc_states=torch.cat(states)[inverse.to(image_embeds.device)])
+        if with_lm_loss:
+            out['loss_lm'] = loss / max(num_tokens, 1)
+        return out
 
     def _stage1(self, inputs: Tensor, data_samples: SampleList,
-                training: bool) -> Tuple[Dict[str, Tensor], dict, list, list]:
+                training: bool):
+        """Heatmap and wh logits of every location query (Eq. 1-2)."""
         image_embeds, patch_feats = self.backbone.encode_images(inputs)
-        image_index, prompts, targets = self._prompts(data_samples, training,
-                                                      inputs.device)
-        lmm = self.backbone.forward_prompts(
-            image_embeds, image_index, prompts, with_lm_loss=training)
-        preds = self.neck(lmm['loc_states'], patch_feats, image_index)
-        return preds, lmm, image_index, targets
+        queries = self._queries(data_samples, training, inputs.device)
+        llm = self._run_llm(image_embeds, queries,
+                            training) if queries else {}
+        locate = [i for i, q in enumerate(queries) if q.locate]
+        preds = self.neck(llm['loc_states'][locate], patch_feats,
+                          [queries[i].image for i in locate]) if locate else {}
+        return dict(
+            preds=preds,
+            queries=[queries[i] for i in locate],
+            llm=llm,
+            image_embeds=image_embeds,
+            patch_feats=patch_feats)
 
     # -- mmdet API ----------------------------------------------------------
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
-        preds, lmm, _, targets = self._stage1(inputs, data_samples, True)
-        losses = self.bbox_head.loss(preds, targets, self.stride)
-        losses['loss_lm'] = lmm['loss_lm'] * self.loss_lm_weight
+        out = self._stage1(inputs, data_samples, True)
+        queries = out['queries']
+        if queries:
+            losses = self.bbox_head.loss(out['preds'],
+                                         [q.targets for q in queries],
+                                         self.stride,
+                                         [q.point for q in queries])
+        else:  # a batch of VQA only
+            zero = out['patch_feats'].sum() * 0
+            losses = dict(loss_heatmap=zero, loss_wh=zero)
+        losses['loss_lm'] = out['llm']['loss_lm'] * self.loss_lm_weight
+        if self.with_mask_loss:
+            losses.update(self._mask_loss(inputs, data_samples))
         return losses
+
+    def _mask_loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """Train SAM's decoder on ground-truth boxes (the ablation of a
+        trained mask decoder; the paper keeps SAM frozen)."""
+        chosen = [
+            i for i, s in enumerate(data_samples)
+            if s.metainfo.get('task') in MASK_TASKS and 'masks' in s.get(
+                'gt_instances', {})
+        ]
+        if not chosen:
+            zero = sum(p.sum() * 0 for p in self.mask_head.parameters()
+                       if p.requires_grad)
+            return dict(loss_mask=zero, loss_dice=zero)
+        gts = [data_samples[i].gt_instances for i in chosen]
+        embeddings = self.mask_head.encode(inputs[chosen])
+        logits = self.mask_head.predict_masks(
+            embeddings, [get_box_tensor(g.bboxes) for g in gts],
+            input_size=tuple(inputs.shape[-2:]))
+        return self.mask_head.loss(logits, [g.masks for g in gts])
 
     def predict(self,
                 inputs: Tensor,
                 data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
-        preds, _, image_index, _ = self._stage1(inputs, data_samples, False)
-        image_index = torch.as_tensor(image_index, device=inputs.device)
+        out = self._stage1(inputs, data_samples, False)
+        image_index = torch.as_tensor([q.image for q in out['queries']],
+                                      device=inputs.device)
         for i, sample in enumerate(data_samples):
-            task = sample.metainfo.get('task', 'det')
+            task = sample.metainfo['task']
+            if task in TEXT_TASKS:
+                self._answer(inputs, out, i, sample, rescale)
+                continue
             mine = image_index == i
-            image_preds = {k: v[mine] for k, v in preds.items()}
+            # decode in fp32: bf16 boxes are 2-px coarse at 448 and
+            # torchvision's NMS has no bf16 kernel
+            preds = {k: v[mine].float() for k, v in out['preds'].items()}
             labels = torch.as_tensor(
                 sample.metainfo['prompt_labels'], device=inputs.device)
-            result = self._decode_boxes(image_preds, labels,
-                                        self.test_cfg[task])
-            if rescale and 'scale_factor' in sample.metainfo:
-                result.bboxes /= result.bboxes.new_tensor(
-                    sample.metainfo['scale_factor']).repeat(2)
-            sample.pred_instances = result
+            self._decode(inputs, i, sample, task, preds, labels, rescale)
         return data_samples
+
+    # -- Stage 2: task decoding (Sec. 3.2.2) -------------------------------
+    def _decode(self, inputs: Tensor, i: int, sample: DetDataSample,
+                task: str, preds: Dict[str, Tensor], labels: Tensor,
+                rescale: bool) -> None:
+        """Fill ``sample`` with the ``task`` pathway's output of ``preds``."""
+        cfg = self.test_cfg[task]
+        if sample.metainfo.get('return_heatmaps'):
+            sample.heatmaps = preds['heatmap'][:, 0].sigmoid()
+        if task == 'pose':
+            sample.pred_instances = self._decode_keypoints(
+                preds, sample, rescale)
+            return
+        result = self._decode_boxes(preds, labels, cfg)
+        if task == 'count':
+            # 100 peaks, the confident ones counted (Sec. 4.4)
+            sample.pred_count = int((result.scores > cfg['score_thr']).sum())
+        if task in MASK_TASKS and self.mask_head is not None:
+            result.masks = self._decode_masks(inputs[[i]], result.bboxes,
+                                              sample, rescale)
+        if rescale and 'scale_factor' in sample.metainfo:
+            result.bboxes /= result.bboxes.new_tensor(
+                sample.metainfo['scale_factor']).repeat(2)
+        sample.pred_instances = result
 
     def _decode_boxes(self, preds: Dict[str, Tensor], labels: Tensor,
                       cfg: dict) -> InstanceData:
@@ -155,9 +290,71 @@ class Lumen(BaseDetector):
             scores, boxes, labels = scores[keep], boxes[keep], labels[keep]
         return InstanceData(bboxes=boxes, scores=scores, labels=labels)
 
+    def _decode_masks(self, image: Tensor, boxes: Tensor,
+                      sample: DetDataSample, rescale: bool) -> Tensor:
+        """SAM prompted with each box and its centre; masks in the original
+        frame (bool, N x H x W) when ``rescale``."""
+        embeddings = self.mask_head.encode(image)
+        logits = self.mask_head.predict_masks(
+            embeddings, [boxes], input_size=tuple(image.shape[-2:]))[0]
+        h, w = sample.metainfo.get('img_shape', image.shape[-2:])[:2]
+        logits = logits[:, :h, :w]  # drop the padding
+        if rescale and 'ori_shape' in sample.metainfo and len(logits):
+            logits = F.interpolate(
+                logits[:, None], sample.metainfo['ori_shape'][:2],
+                mode='bilinear', align_corners=False)[:, 0]
+        return logits > 0
+
+    def _decode_keypoints(self, preds: Dict[str, Tensor],
+                          sample: DetDataSample,
+                          rescale: bool) -> InstanceData:
+        """The best peak of each keypoint prompt, mapped from the person
+        crop back to the image (mmpose's top-down convention)."""
+        scores, _, points = self.bbox_head.decode_boxes(preds, 1, self.stride)
+        points = points[:, 0]
+        meta = sample.metainfo
+        if 'input_center' in meta:
+            size = points.new_tensor(meta['input_size'])
+            scale = points.new_tensor(meta['input_scale'])
+            center = points.new_tensor(meta['input_center'])
+            points = points / size * scale + center - 0.5 * scale
+        elif rescale and 'scale_factor' in meta:  # an instruction, no crop
+            points = points / points.new_tensor(meta['scale_factor'])
+        box = points.new_tensor(meta.get('person_bbox', [0, 0, 0, 0]))
+        return InstanceData(
+            keypoints=points[None],
+            keypoint_scores=scores[None, :, 0],
+            bboxes=box[None],
+            bbox_scores=points.new_tensor(meta.get('bbox_score', 1.0)).reshape(1),
+            labels=torch.zeros(1, dtype=torch.long, device=points.device))
+
+    def _answer(self, inputs: Tensor, out: dict, i: int,
+                sample: DetDataSample, rescale: bool) -> None:
+        """VQA and free-form instructions: generate the answer; a task token
+        in it routes its ``[LOC]`` through that task's decoding."""
+        conv = self.backbone.conversation
+        prompt = conv.instruction_prompt(sample.metainfo['prompts'][-1])
+        answer = self.backbone.generate(out['image_embeds'], [i], [prompt],
+                                        self.max_new_tokens)[0]
+        tokenizer = self.backbone.tokenizer
+        sample.pred_text = tokenizer.decode(answer['ids']).strip()
+        token_task = {
+            tokenizer.convert_tokens_to_ids(token): task
+            for task, token in TASK_TOKENS.items()
+        }
+        routed = [token_task[t] for t in answer['ids'] if t in token_task]
+        sample.pred_task = routed[0] if routed else 'text'
+        if not routed or answer['loc_state'] is None:
+            return
+        preds = self.neck(answer['loc_state'][None], out['patch_feats'], [i])
+        preds = {k: v.float() for k, v in preds.items()}
+        labels = torch.zeros(1, dtype=torch.long, device=inputs.device)
+        self._decode(inputs, i, sample, sample.pred_task, preds, labels,
+                     rescale)
+
     def _forward(self, inputs: Tensor, data_samples: SampleList = None):
         """Raw aligner outputs (heatmap and wh logits) of every prompt."""
-        return self._stage1(inputs, data_samples, False)[0]
+        return self._stage1(inputs, data_samples, False)['preds']
 
     def extract_feat(self, inputs: Tensor):
         return self.backbone.encode_images(inputs)
