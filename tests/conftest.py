@@ -11,6 +11,15 @@ SHAPES_CONFIG = REPO / 'configs/lumen/shapes/lumen_tiny_shapes_det_ground.py'
 os.environ.setdefault('OMP_NUM_THREADS', '2')
 
 
+@pytest.fixture(autouse=True)
+def mmdet_default_scope():
+    """Registries resolve in mmdet's scope, whatever default scope an earlier
+    test's Runner left behind."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+
+
 @pytest.fixture(scope='session')
 def shapes_root(tmp_path_factory) -> Path:
     """12 train / 6 val Lumen-Shapes images, annotations and tokenizer,

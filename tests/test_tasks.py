@@ -159,14 +159,17 @@ def test_generated_loc_state_matches_the_forward_pass(built):
     lmm = model.backbone.eval()
     embeds, _ = lmm.encode_images(torch.randn(1, 3, 128, 128))
     prompt = lmm.conversation.instruction_prompt('find the star')
+    def say_loc(module, inputs, logits):  # make the model say [LOC]
+        logits = logits.clone()
+        logits[..., lmm.loc_token_id] += 1e4
+        return logits
+
     with torch.no_grad():
-        weight = lmm.hf_model.lm_head.weight
-        saved = weight[lmm.loc_token_id].clone()
-        weight[lmm.loc_token_id] += 50  # make the model say [LOC]
+        hook = lmm.hf_model.lm_head.register_forward_hook(say_loc)
         try:
             (answer, ) = lmm.generate(embeds, [0], [prompt], 3)
         finally:
-            weight[lmm.loc_token_id] = saved
+            hook.remove()
         ids = prompt.input_ids + answer['ids']
         ref = lmm.forward_prompts(
             embeds, [0],
@@ -191,3 +194,24 @@ def test_all_tasks_through_the_runner(all_cfg):
                 'shapes_pose/coco/AP', 'shapes_vqa/vqa/accuracy'):
         assert key in metrics, sorted(metrics)
     assert any(k.startswith('shapes_refseg/') for k in metrics)
+
+
+def test_aligner_on_sam_features(all_cfg, built):
+    """Table 3c: the aligner reads SAM's embeddings; the heatmap follows
+    SAM's grid and the boxes its stride."""
+    from mmdet.registry import MODELS
+    _, train_set, _ = built
+    cfg = copy.deepcopy(all_cfg.model)
+    cfg.aligner_features = 'sam'
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    batch = pseudo_collate([train_set.datasets['det'][0]])
+    data = model.data_preprocessor(batch, training=True)
+    preds = model._forward(**data)
+    cells = 128 // 8  # the tiny SAM: 128 px, patch 8
+    assert preds['heatmap'].shape[-2:] == (cells, cells)
+    assert model.stride == 128 / cells
+    losses = model.loss(**data)
+    assert torch.isfinite(sum(losses.values()))
+    with pytest.raises(ValueError, match='mask_head'):
+        MODELS.build(dict(cfg, mask_head=None))

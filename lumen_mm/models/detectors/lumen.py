@@ -59,6 +59,9 @@ class Lumen(BaseDetector):
         bbox_head: :class:`HeatmapHead`.
         mask_head: :class:`SamMaskHead` for the mask tasks; None: no masks.
         loss_lm_weight: lambda_t of Eq. 5 (lambda_h lives in the head's loss).
+        aligner_features: ``'clip'``: the aligner reads the LMM's CLIP tower
+            at high resolution (the paper's default); ``'sam'``: it reads the
+            mask head's SAM image embeddings instead (Table 3c).
         max_new_tokens: answer length limit of VQA and instructions.
         test_cfg: per task ``dict(topk=..., nms_iou=..., max_per_img=...)``;
             counting adds ``score_thr``.
@@ -70,6 +73,7 @@ class Lumen(BaseDetector):
                  bbox_head: dict,
                  mask_head: Optional[dict] = None,
                  loss_lm_weight: float = 1.0,
+                 aligner_features: str = 'clip',
                  max_new_tokens: int = 32,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
@@ -77,14 +81,24 @@ class Lumen(BaseDetector):
                  init_cfg=None) -> None:
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if aligner_features not in ('clip', 'sam'):
+            raise ValueError(f'aligner_features must be "clip" or "sam", got '
+                             f'{aligner_features!r}.')
+        if aligner_features == 'sam' and not mask_head:
+            raise ValueError('aligner_features="sam" reads the mask head\'s '
+                             'SAM embeddings: configure a mask_head.')
+        self.aligner_features = aligner_features
         self.backbone = MODELS.build(backbone)
+        self.bbox_head = MODELS.build(bbox_head)
+        self.mask_head = MODELS.build(mask_head) if mask_head else None
+        vision_dim = (self.mask_head.sam.prompt_encoder.embed_dim
+                      if aligner_features == 'sam' else
+                      self.backbone.vision_dim)
         self.neck = MODELS.build(
             dict(
                 neck,
                 text_dim=self.backbone.text_dim,
-                vision_dim=self.backbone.vision_dim))
-        self.bbox_head = MODELS.build(bbox_head)
-        self.mask_head = MODELS.build(mask_head) if mask_head else None
+                vision_dim=vision_dim))
         self.loss_lm_weight = loss_lm_weight
         self.max_new_tokens = max_new_tokens
         self.train_cfg = train_cfg or {}
@@ -96,8 +110,13 @@ class Lumen(BaseDetector):
             self.test_cfg[task] = dict(self.test_cfg.get(task, {}), **cfg)
 
     @property
-    def stride(self) -> int:
+    def stride(self) -> float:
         """Input pixels per heatmap cell."""
+        if self.aligner_features == 'sam':
+            # SAM resizes the (square) input to its own size, then patches it
+            encoder = self.mask_head.sam.image_encoder
+            cells = encoder.img_size // encoder.patch_embed.proj.kernel_size[0]
+            return self.backbone.aligner_image_size / cells
         return self.backbone.patch_size
 
     @property
@@ -114,8 +133,10 @@ class Lumen(BaseDetector):
         for i, sample in enumerate(data_samples):
             task = sample.metainfo.get('task', 'det')
             if task not in TASKS:
-                raise ValueError(f'Unknown task {task!r}; Lumen handles '
-                                 f'{TASKS}.')
+                raise ValueError(
+                    f'Unknown task {task!r}; Lumen handles {TASKS}. Set it '
+                    'with the task argument of the Lumen*Prompts transform '
+                    '(or of LumenInferencer).')
             texts = sample.metainfo.get('prompts')
             if not texts:
                 raise ValueError(
@@ -180,6 +201,8 @@ class Lumen(BaseDetector):
                 training: bool):
         """Heatmap and wh logits of every location query (Eq. 1-2)."""
         image_embeds, patch_feats = self.backbone.encode_images(inputs)
+        if self.aligner_features == 'sam':
+            patch_feats = self.mask_head.encode(inputs)
         queries = self._queries(data_samples, training, inputs.device)
         llm = self._run_llm(image_embeds, queries,
                             training) if queries else {}
