@@ -12,8 +12,6 @@ from lumen_mm.models.necks.dense_aligner import FOCAL_PRIOR_BIAS
     lambda: TransformerDenseAligner(24, 16, embed_dim=32, depth=1,
                                     num_heads=2, mlp_dim=64, num_convs=1),
     lambda: ConvDenseAligner(24, 16, embed_dim=32, num_convs=2),
-    lambda: ConvDenseAligner(24, 16, embed_dim=32, num_convs=1,
-                             global_layers=1, num_heads=2),
 ])
 def test_one_map_per_prompt_on_its_image(aligner):
     torch.manual_seed(0)
@@ -57,16 +55,3 @@ def test_dilated_convs_see_across_the_grid():
     assert reach((1, 2, 4)) == 7
     with pytest.raises(ValueError, match='dilations'):
         ConvDenseAligner(8, 4, num_convs=3, dilations=(1, 2))
-
-
-def test_global_layer_sees_the_whole_grid():
-    """One global self-attention layer after the convolutions makes the
-    heatmap at one corner depend on the opposite corner."""
-    torch.manual_seed(0)
-    model = ConvDenseAligner(8, 4, embed_dim=8, num_convs=1,
-                             global_layers=1, num_heads=2)
-    feats = torch.randn(1, 4, 16, 16, requires_grad=True)
-    out = model(torch.randn(1, 8), feats, [0])
-    assert out['heatmap'].shape == (1, 1, 16, 16)
-    out['heatmap'][0, 0, 0, 0].backward()
-    assert feats.grad[0, :, 15, 15].abs().sum() > 0

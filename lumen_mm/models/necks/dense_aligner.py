@@ -124,10 +124,7 @@ class ConvDenseAligner(_AlignerBase):
     The ``[LOC]`` embedding modulates every patch feature channel-wise; a few
     3x3 convolutions then predict the heatmap and the wh maps. ``dilations``
     widen their view (e.g. ``(1, 2, 4)`` sees 15 x 15 patches), which
-    relations such as "left of the yellow cross" need. ``global_layers``
-    transformer encoder layers (with SAM's positional encoding) then let
-    every patch see the whole image, which extremes such as "the left-most
-    square" need: they compare one object with all the others.
+    relations such as "left of the yellow cross" need.
     """
 
     def __init__(self,
@@ -136,19 +133,9 @@ class ConvDenseAligner(_AlignerBase):
                  embed_dim: int = 256,
                  num_convs: int = 3,
                  dilations: Optional[Sequence[int]] = None,
-                 global_layers: int = 0,
-                 num_heads: int = 4,
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, init_cfg)
         self.convs = _conv_stack(embed_dim, num_convs, dilations)
-        self.pos_embed = PositionEmbeddingRandom(
-            embed_dim // 2) if global_layers else None
-        self.global_attn = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(
-                embed_dim, num_heads, 4 * embed_dim, dropout=0.0,
-                activation='gelu', batch_first=True, norm_first=True),
-            global_layers,
-            enable_nested_tensor=False) if global_layers else None
         self.heat_conv = nn.Conv2d(embed_dim, 1, 1)
         self.wh_conv = nn.Conv2d(embed_dim, 2, 1)
         nn.init.constant_(self.heat_conv.bias, FOCAL_PRIOR_BIAS)
@@ -157,9 +144,4 @@ class ConvDenseAligner(_AlignerBase):
                 prompt_image: Sequence[int]) -> Dict[str, Tensor]:
         text, vision = self.project(loc_states, patch_feats, prompt_image)
         x = self.convs(vision * text[:, :, None, None])
-        if self.global_attn is not None:
-            num, dim, h, w = x.shape
-            pe = self.pos_embed((h, w)).flatten(1).t()  # (hw, C)
-            tokens = self.global_attn(x.flatten(2).transpose(1, 2) + pe)
-            x = tokens.transpose(1, 2).reshape(num, dim, h, w)
         return dict(heatmap=self.heat_conv(x), wh=self.wh_conv(x))
