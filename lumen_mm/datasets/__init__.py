@@ -3,7 +3,7 @@ from .adapters import CocoFormatDataset, FSC147Dataset, LumenVOCDataset
 from .counting import LumenCountingDataset
 from .loading import LumenLoadImageFromFile
 from .multitask import LumenConcatDataset, LumenMultiTaskDataset
-from .prompts import (LUMEN_META_KEYS, LUMEN_TASK_META_KEYS,
+from .prompts import (LUMEN_META_KEYS,
                       LumenCountPrompts, LumenDetPrompts, LumenGroundPrompts,
                       LumenPosePrompts, LumenVQAPrompts)
 from .vqa import LumenVQADataset
@@ -12,6 +12,6 @@ __all__ = [
     'LumenMultiTaskDataset', 'LumenConcatDataset', 'LumenDetPrompts', 'LumenGroundPrompts',
     'LumenCountPrompts', 'LumenPosePrompts', 'LumenVQAPrompts',
     'LumenCountingDataset', 'LumenVQADataset', 'LUMEN_META_KEYS',
-    'LUMEN_TASK_META_KEYS', 'LumenLoadImageFromFile',
+    'LumenLoadImageFromFile',
     'CocoFormatDataset', 'FSC147Dataset', 'LumenVOCDataset'
 ]

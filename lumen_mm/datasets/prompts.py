@@ -16,10 +16,6 @@ from mmdet.registry import TRANSFORMS
 
 LUMEN_META_KEYS = ('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor', 'task', 'prompts', 'prompt_labels')
-# What the pose, counting and VQA pathways need in addition.
-LUMEN_TASK_META_KEYS = LUMEN_META_KEYS + (
-    'gt_count', 'answers', 'id', 'category_id', 'person_bbox', 'bbox_score',
-    'input_center', 'input_scale', 'input_size')
 
 
 @TRANSFORMS.register_module()
