@@ -1,6 +1,6 @@
 """Lumen as an mmdet detector: LMM -> dense aligner -> task decoding."""
 from collections import defaultdict
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -214,7 +214,9 @@ class Lumen(BaseDetector):
             queries=[queries[i] for i in locate],
             llm=llm,
             image_embeds=image_embeds,
-            patch_feats=patch_feats)
+            patch_feats=patch_feats,
+            # SAM's embeddings, when the aligner already computed them
+            sam_embeds=patch_feats if self.aligner_features == 'sam' else None)
 
     # -- mmdet API ----------------------------------------------------------
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
@@ -270,14 +272,21 @@ class Lumen(BaseDetector):
             preds = {k: v[mine].float() for k, v in out['preds'].items()}
             labels = torch.as_tensor(
                 sample.metainfo['prompt_labels'], device=inputs.device)
-            self._decode(inputs, i, sample, task, preds, labels, rescale)
+            self._decode(inputs, i, sample, task, preds, labels, rescale, out)
         return data_samples
 
     # -- Stage 2: task decoding (Sec. 3.2.2) -------------------------------
-    def _decode(self, inputs: Tensor, i: int, sample: DetDataSample,
-                task: str, preds: Dict[str, Tensor], labels: Tensor,
-                rescale: bool) -> None:
-        """Fill ``sample`` with the ``task`` pathway's output of ``preds``."""
+    def _decode(self,
+                inputs: Tensor,
+                i: int,
+                sample: DetDataSample,
+                task: str,
+                preds: Dict[str, Tensor],
+                labels: Tensor,
+                rescale: bool,
+                out: Optional[dict] = None) -> None:
+        """Fill ``sample`` with the ``task`` pathway's output of ``preds``
+        (``out``: the batch's Stage-1 outputs, which keep SAM's embeddings)."""
         cfg = self.test_cfg[task]
         if sample.metainfo.get('return_heatmaps'):
             sample.heatmaps = preds['heatmap'][:, 0].sigmoid()
@@ -290,8 +299,10 @@ class Lumen(BaseDetector):
             # 100 peaks, the confident ones counted (Sec. 4.4)
             sample.pred_count = int((result.scores > cfg['score_thr']).sum())
         if task in MASK_TASKS and self.mask_head is not None:
-            result.masks = self._decode_masks(inputs[[i]], result.bboxes,
-                                              sample, rescale)
+            embeds = self._sam_embeddings(inputs, {} if out is None else out)
+            result.masks = self._decode_masks(embeds[[i]],
+                                              tuple(inputs.shape[-2:]),
+                                              result.bboxes, sample, rescale)
         if rescale and 'scale_factor' in sample.metainfo:
             result.bboxes /= result.bboxes.new_tensor(
                 sample.metainfo['scale_factor']).repeat(2)
@@ -313,14 +324,20 @@ class Lumen(BaseDetector):
             scores, boxes, labels = scores[keep], boxes[keep], labels[keep]
         return InstanceData(bboxes=boxes, scores=scores, labels=labels)
 
-    def _decode_masks(self, image: Tensor, boxes: Tensor,
-                      sample: DetDataSample, rescale: bool) -> Tensor:
+    def _sam_embeddings(self, inputs: Tensor, out: dict) -> Tensor:
+        """SAM's embeddings of the whole batch, encoded once per batch."""
+        if out.get('sam_embeds') is None:
+            out['sam_embeds'] = self.mask_head.encode(inputs)
+        return out['sam_embeds']
+
+    def _decode_masks(self, embedding: Tensor, input_size: Tuple[int, int],
+                      boxes: Tensor, sample: DetDataSample,
+                      rescale: bool) -> Tensor:
         """SAM prompted with each box and its centre; masks in the original
         frame (bool, N x H x W) when ``rescale``."""
-        embeddings = self.mask_head.encode(image)
         logits = self.mask_head.predict_masks(
-            embeddings, [boxes], input_size=tuple(image.shape[-2:]))[0]
-        h, w = sample.metainfo.get('img_shape', image.shape[-2:])[:2]
+            embedding, [boxes], input_size=input_size)[0]
+        h, w = sample.metainfo.get('img_shape', input_size)[:2]
         logits = logits[:, :h, :w]  # drop the padding
         if rescale and 'ori_shape' in sample.metainfo and len(logits):
             logits = F.interpolate(
@@ -373,7 +390,7 @@ class Lumen(BaseDetector):
         preds = {k: v.float() for k, v in preds.items()}
         labels = torch.zeros(1, dtype=torch.long, device=inputs.device)
         self._decode(inputs, i, sample, sample.pred_task, preds, labels,
-                     rescale)
+                     rescale, out)
 
     def _forward(self, inputs: Tensor, data_samples: SampleList = None):
         """Raw aligner outputs (heatmap and wh logits) of every prompt."""
