@@ -49,6 +49,27 @@ def test_shared_prefix_equals_full_prompts(lmm):
     assert not torch.allclose(shared['loc_states'][1], shared['loc_states'][2])
 
 
+def test_shared_mode_packs_only_images_with_several_prompts(
+        lmm, monkeypatch):
+    """Nothing to share when each image has one prompt: full prompts run
+    (no packed 4D mask), with the same result."""
+    conv = lmm.conversation
+    prompts = [conv.location_prompt('det', d) for d in ['circle', 'square']]
+    embeds, _ = lmm.encode_images(torch.randn(2, 3, 64, 64))
+    packed = []
+    run_shared = lmm._run_shared
+    monkeypatch.setattr(lmm, '_run_shared',
+                        lambda *a: packed.append(1) or run_shared(*a))
+    lmm.forward_prompts(embeds, [0, 0], prompts)
+    assert packed == [1]
+    shared = lmm.forward_prompts(embeds, [0, 1], prompts)
+    assert packed == [1]
+    lmm.prompt_mode = 'per_prompt'
+    naive = lmm.forward_prompts(embeds, [0, 1], prompts)
+    assert torch.allclose(shared['loc_states'], naive['loc_states'],
+                          atol=1e-5)
+
+
 def test_lora_only_on_the_language_model(tokenizer_dir):
     lmm = LlavaLMM(tokenizer=tokenizer_dir,
                    lora=dict(r=4, lora_alpha=8),
