@@ -92,7 +92,9 @@ class LlavaLMM(BaseModule):
         gradient_checkpointing: trade compute for memory in the LLM.
         prompt_mode: how the prompts run through the LLM. ``'shared'``: the
             prompts' common prefix once per image, their suffixes packed on
-            its KV cache; ``'batched'``: one padded batch of full prompts;
+            its KV cache (batches with one prompt per image, or no common
+            prefix, run as ``'batched'``); ``'batched'``: one padded batch
+            of full prompts;
             ``'per_prompt'``: every prompt alone, a full pass each (the naive
             reference). All three give the same ``[LOC]`` states.
     """
