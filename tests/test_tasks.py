@@ -109,7 +109,7 @@ def test_counting_counts_confident_peaks(built):
     preds = dict(heatmap=heat, wh=torch.ones(1, 2, 16, 16))
     sample = DetDataSample(metainfo=dict(task='count', img_shape=(128, 128)))
     model._decode(torch.zeros(1, 3, 128, 128), 0, sample, 'count', preds,
-                  torch.zeros(1, dtype=torch.long), rescale=False)
+                  torch.zeros(1, dtype=torch.long), rescale=False, out={})
     assert sample.pred_count == len(peaks)
 
 
@@ -159,6 +159,7 @@ def test_generated_loc_state_matches_the_forward_pass(built):
     lmm = model.backbone.eval()
     embeds, _ = lmm.encode_images(torch.randn(1, 3, 128, 128))
     prompt = lmm.conversation.instruction_prompt('find the star')
+
     def say_loc(module, inputs, logits):  # make the model say [LOC]
         logits = logits.clone()
         logits[..., lmm.loc_token_id] += 1e4

@@ -284,7 +284,7 @@ class Lumen(BaseDetector):
                 preds: Dict[str, Tensor],
                 labels: Tensor,
                 rescale: bool,
-                out: Optional[dict] = None) -> None:
+                out: dict) -> None:
         """Fill ``sample`` with the ``task`` pathway's output of ``preds``
         (``out``: the batch's Stage-1 outputs, which keep SAM's embeddings)."""
         cfg = self.test_cfg[task]
@@ -299,7 +299,7 @@ class Lumen(BaseDetector):
             # 100 peaks, the confident ones counted (Sec. 4.4)
             sample.pred_count = int((result.scores > cfg['score_thr']).sum())
         if task in MASK_TASKS and self.mask_head is not None:
-            embeds = self._sam_embeddings(inputs, {} if out is None else out)
+            embeds = self._sam_embeddings(inputs, out)
             result.masks = self._decode_masks(embeds[[i]],
                                               tuple(inputs.shape[-2:]),
                                               result.bboxes, sample, rescale)
