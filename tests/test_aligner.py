@@ -55,3 +55,36 @@ def test_dilated_convs_see_across_the_grid():
     assert reach((1, 2, 4)) == 7
     with pytest.raises(ValueError, match='dilations'):
         ConvDenseAligner(8, 4, num_convs=3, dilations=(1, 2))
+
+
+def test_text_norm_spreads_nearly_equal_loc_states():
+    """[LOC] states that differ by 1% (a random-init LLM) give nearly equal
+    text embeddings, unless they are batch-normalised first; one prompt
+    alone is normalised by the running statistics."""
+    def spread(text_norm_cfg):
+        torch.manual_seed(0)
+        model = ConvDenseAligner(16, 4, embed_dim=8, num_convs=1,
+                                 text_norm_cfg=text_norm_cfg)
+        loc = torch.randn(1, 16) + 0.01 * torch.randn(6, 16)
+        text = model.text_proj(model._normalise(loc))
+        return (text.std(0) / text.abs().mean(0)).mean().item()
+    assert spread(None) < 0.05
+    assert spread(dict(type='BN1d')) > 0.5
+    model = ConvDenseAligner(16, 4, embed_dim=8, num_convs=1,
+                             text_norm_cfg=dict(type='BN1d'))
+    out = model(torch.randn(1, 16), torch.randn(1, 4, 5, 5), [0])
+    assert torch.isfinite(out['heatmap']).all()
+
+
+def test_upsampled_readout_gives_a_finer_grid():
+    """upsample=2 reads each patch out as 2 x 2 heatmap cells, so the
+    detector's stride halves."""
+    torch.manual_seed(0)
+    model = ConvDenseAligner(8, 4, embed_dim=8, num_convs=1, upsample=2)
+    out = model(torch.randn(3, 8), torch.randn(1, 4, 5, 6), [0] * 3)
+    assert out['heatmap'].shape == (3, 1, 10, 12)
+    assert out['wh'].shape == (3, 2, 10, 12)
+    # the four cells of one patch are read out separately
+    assert out['heatmap'][0, 0, :2, :2].unique().numel() == 4
+    with pytest.raises(ValueError, match='upsample'):
+        ConvDenseAligner(8, 4, upsample=0)

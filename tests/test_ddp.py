@@ -83,7 +83,11 @@ def test_two_process_ddp_ranks_agree(tiny_cfg, tmp_path):
     assert all(r['world_size'] == 2 for r in ranks)
     a, b = ranks[0]['state'], ranks[1]['state']
     assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    # batch-norm statistics are each rank's own (mmengine does not broadcast
+    # buffers; rank 0 saves the checkpoints): every weight must agree
+    stats = ('running_mean', 'running_var', 'num_batches_tracked')
+    weights = [k for k in a if not k.endswith(stats)]
+    assert all(torch.equal(a[k], b[k]) for k in weights)
     # and they trained: the aligner moved away from its initial weights
     name = 'neck.text_proj.0.weight'
     assert not torch.equal(a[name], init['state'][name])

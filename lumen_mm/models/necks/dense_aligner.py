@@ -6,17 +6,21 @@ logits. Two learnable tokens appended after ``[LOC]`` (Sec. 3.2.1, box
 decoder) make the same aligner output a height map and a width map.
 
 Both variants return ``dict(heatmap=(P, 1, h, w), wh=(P, 2, h, w))`` with the
-wh channels ordered (width, height), in units of patches.
+wh channels ordered (width, height), in units of heatmap cells: the patch
+grid, or ``upsample`` x finer for the conv aligner.
 """
 import math
 from typing import Dict, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from segment_anything.modeling.transformer import TwoWayTransformer
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 # Heatmap bias so that the initial sigmoid is 0.1, as CenterNet does: a
 # random-init aligner otherwise starts by predicting objects everywhere.
@@ -37,11 +41,23 @@ def _conv_stack(dim: int, num_convs: int,
 
 
 class _AlignerBase(BaseModule):
-    """Projections shared by both aligners."""
+    """Projections shared by both aligners.
+
+    ``text_norm_cfg`` (e.g. ``dict(type='BN1d')``) normalises the ``[LOC]``
+    states over the prompts of a batch before projecting them. A randomly
+    initialised LLM gives every prompt almost the same ``[LOC]`` state (its
+    attention is uniform, so a class name is ~1% of the state): batch
+    normalisation removes that shared part and scales up the differences, so
+    that prompts for different classes get different heatmaps from the first
+    steps instead of after a lucky escape from one class-agnostic heatmap.
+    """
 
     def __init__(self, text_dim: int, vision_dim: int, embed_dim: int,
+                 text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.text_norm = (build_norm_layer(text_norm_cfg, text_dim)[1]
+                          if text_norm_cfg else nn.Identity())
         self.text_proj = nn.Sequential(
             nn.Linear(text_dim, embed_dim), nn.GELU(),
             nn.Linear(embed_dim, embed_dim))
@@ -50,13 +66,27 @@ class _AlignerBase(BaseModule):
             nn.Conv2d(embed_dim, embed_dim, 1))
         self.embed_dim = embed_dim
 
+    # heatmap cells per patch along each axis
+    upsample = 1
+
     def project(self, loc_states: Tensor, patch_feats: Tensor,
                 prompt_image: Sequence[int]):
         """Project both sides into the aligner's width, one map per prompt."""
-        text = self.text_proj(loc_states)
+        text = self.text_proj(self._normalise(loc_states))
         index = torch.as_tensor(prompt_image, device=patch_feats.device)
         vision = self.vision_proj(patch_feats)[index]
         return text, vision
+
+    def _normalise(self, loc_states: Tensor) -> Tensor:
+        norm = self.text_norm
+        if self.training and len(loc_states) == 1 and isinstance(
+                norm, _BatchNorm):
+            # batch statistics need two prompts; one alone (a batch of a
+            # single grounding sample) is normalised by the running ones
+            return F.batch_norm(loc_states, norm.running_mean,
+                                norm.running_var, norm.weight, norm.bias,
+                                False, 0., norm.eps)
+        return norm(loc_states)
 
 
 @MODELS.register_module()
@@ -81,8 +111,10 @@ class TransformerDenseAligner(_AlignerBase):
                  num_heads: int = 8,
                  mlp_dim: int = 1024,
                  num_convs: int = 0,
+                 text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
-        super().__init__(text_dim, vision_dim, embed_dim, init_cfg)
+        super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
+                         init_cfg)
         self.convs = _conv_stack(embed_dim, num_convs)
         self.wh_tokens = nn.Embedding(2, embed_dim)
         self.pos_embed = PositionEmbeddingRandom(embed_dim // 2)
@@ -124,7 +156,11 @@ class ConvDenseAligner(_AlignerBase):
     The ``[LOC]`` embedding modulates every patch feature channel-wise; a few
     3x3 convolutions then predict the heatmap and the wh maps. ``dilations``
     widen their view (e.g. ``(1, 2, 4)`` sees 15 x 15 patches), which
-    relations such as "left of the yellow cross" need.
+    relations such as "left of the yellow cross" need. ``upsample`` > 1
+    reads every patch out as ``upsample`` x ``upsample`` heatmap cells (a 1x1
+    convolution and a pixel shuffle, as in sub-pixel convolution): two small
+    objects in neighbouring patches then give two peaks instead of one, which
+    counting crowded images needs.
     """
 
     def __init__(self,
@@ -133,15 +169,23 @@ class ConvDenseAligner(_AlignerBase):
                  embed_dim: int = 256,
                  num_convs: int = 3,
                  dilations: Optional[Sequence[int]] = None,
+                 upsample: int = 1,
+                 text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
-        super().__init__(text_dim, vision_dim, embed_dim, init_cfg)
+        super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
+                         init_cfg)
         self.convs = _conv_stack(embed_dim, num_convs, dilations)
-        self.heat_conv = nn.Conv2d(embed_dim, 1, 1)
-        self.wh_conv = nn.Conv2d(embed_dim, 2, 1)
+        if upsample < 1:
+            raise ValueError(f'upsample must be >= 1, got {upsample}.')
+        self.upsample = upsample
+        self.heat_conv = nn.Conv2d(embed_dim, upsample**2, 1)
+        self.wh_conv = nn.Conv2d(embed_dim, 2 * upsample**2, 1)
         nn.init.constant_(self.heat_conv.bias, FOCAL_PRIOR_BIAS)
 
     def forward(self, loc_states: Tensor, patch_feats: Tensor,
                 prompt_image: Sequence[int]) -> Dict[str, Tensor]:
         text, vision = self.project(loc_states, patch_feats, prompt_image)
         x = self.convs(vision * text[:, :, None, None])
-        return dict(heatmap=self.heat_conv(x), wh=self.wh_conv(x))
+        return dict(
+            heatmap=F.pixel_shuffle(self.heat_conv(x), self.upsample),
+            wh=F.pixel_shuffle(self.wh_conv(x), self.upsample))
