@@ -66,3 +66,21 @@ def test_losses_finite_without_objects(head):
     assert torch.isfinite(total)
     total.backward()
     assert torch.isfinite(preds['heatmap'].grad).all()
+
+
+def test_neighbouring_objects_need_a_finer_grid(head):
+    """Two 8-px shapes 10 px apart: on the stride-8 grid their centre
+    patches touch and 3x3 peak selection keeps one peak (a learned heatmap
+    never ties); at stride 4 (ConvDenseAligner(upsample=2)) both stay."""
+    boxes = torch.tensor([[20., 40., 28., 48.], [30., 40., 38., 48.]])
+
+    def peaks(stride):
+        grid = (int(128 / stride), ) * 2
+        a, b = (head.get_targets([box[None]], grid, stride)['heatmap']
+                for box in boxes)
+        heat = torch.maximum(a, 0.9 * b)  # one object scores a bit lower
+        scores, _ = head.peak_selector(heat, 100)
+        return int((scores > 0.3).sum())
+
+    assert peaks(8) == 1
+    assert peaks(4) == 2

@@ -99,3 +99,23 @@ def test_two_iterations_through_the_runner(tiny_cfg):
     metrics = runner.val_loop.run()
     assert 'shapes_det/coco/bbox_mAP_50' in metrics
     assert 'shapes_ground/grounding/acc@0.5' in metrics
+
+
+def test_upsampled_readout_trains_and_predicts_at_half_stride(tiny_cfg):
+    tiny_cfg.model.neck.upsample = 2
+    model, train_set, val_set = _build(tiny_cfg)
+    assert model.stride == model.backbone.patch_size / 2
+    batch = pseudo_collate([train_set[i] for i in range(4)])
+    losses = model.loss(**model.data_preprocessor(batch, training=True))
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    sample = val_set[0]
+    sample['data_samples'].set_metainfo(dict(return_heatmaps=True))
+    with torch.no_grad():
+        det, = model.test_step(pseudo_collate([sample]))
+    grid = model.backbone.aligner_image_size // model.backbone.patch_size
+    assert det.heatmaps.shape[-2:] == (2 * grid, 2 * grid)
+    h, w = det.ori_shape
+    boxes = det.pred_instances.bboxes
+    assert len(boxes) and (boxes[:, 2] <= w + 1e-3).all()
+    assert (boxes[:, 3] <= h + 1e-3).all()

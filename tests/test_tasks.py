@@ -209,7 +209,9 @@ def test_aligner_on_sam_features(all_cfg, built):
     batch = pseudo_collate([train_set.datasets['det'][0]])
     data = model.data_preprocessor(batch, training=True)
     preds = model._forward(**data)
-    cells = 128 // 8  # the tiny SAM: 128 px, patch 8
+    # the tiny SAM: 128 px, patch 8; the aligner reads each patch out as
+    # upsample x upsample cells
+    cells = 128 // 8 * model.neck.upsample
     assert preds['heatmap'].shape[-2:] == (cells, cells)
     assert model.stride == 128 / cells
     losses = model.loss(**data)

@@ -116,8 +116,11 @@ class Lumen(BaseDetector):
             # SAM resizes the (square) input to its own size, then patches it
             encoder = self.mask_head.sam.image_encoder
             cells = encoder.img_size // encoder.patch_embed.proj.kernel_size[0]
-            return self.backbone.aligner_image_size / cells
-        return self.backbone.patch_size
+            patch = self.backbone.aligner_image_size / cells
+        else:
+            patch = self.backbone.patch_size
+        # an aligner may read each patch out as upsample x upsample cells
+        return patch / getattr(self.neck, 'upsample', 1)
 
     @property
     def with_mask_loss(self) -> bool:
