@@ -16,7 +16,8 @@ from lumen_mm.cli import build_runner, resume_with_checkpoint_seed
 
 @pytest.fixture
 def deterministic_cfg(tiny_cfg):
-    """The tiny config without a seed (as shipped), deterministic kernels."""
+    """The tiny config without a seed (the case resume_with_checkpoint_seed
+    covers), deterministic kernels."""
     cfg = tiny_cfg
     cfg.randomness = dict(seed=None, deterministic=True)
     cfg.default_hooks.logger.interval = 1

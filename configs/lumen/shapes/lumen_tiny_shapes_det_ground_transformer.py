@@ -9,4 +9,5 @@ model = dict(
         depth=2,
         num_heads=4,
         mlp_dim=512,
-        num_convs=2))
+        num_convs=2,
+        text_norm_cfg=dict(type='BN1d')))
