@@ -317,7 +317,7 @@ class LumenInferencer:
                 pose the config's keypoint names, else COCO's) or ``text``
                 (ground, refseg: a referring sentence; vqa: a question).
             return_heatmaps: keep the (P, h, w) heatmaps in
-                ``sample.heatmaps`` (patch grid of the padded input).
+                ``sample.heatmaps`` (heatmap grid of the padded input).
             batch_size: images per forward pass.
 
         Returns:

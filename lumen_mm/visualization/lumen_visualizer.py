@@ -55,7 +55,7 @@ def skeleton_meta(keypoint_names: Sequence[str],
 def heatmaps_to_image(heatmaps: Tensor,
                       metainfo: dict,
                       out_shape: Optional[Tuple[int, int]] = None) -> Tensor:
-    """(P, h, w) heatmaps on the patch grid of the padded input (as in
+    """(P, h, w) heatmaps on the heatmap grid of the padded input (as in
     ``data_sample.heatmaps``) -> (P, H, W) over the original image (or
     ``out_shape``), for a sample's ``metainfo``.
 

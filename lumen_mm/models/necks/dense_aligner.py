@@ -52,6 +52,9 @@ class _AlignerBase(BaseModule):
     steps instead of after a lucky escape from one class-agnostic heatmap.
     """
 
+    # heatmap cells per patch along each axis
+    upsample = 1
+
     def __init__(self, text_dim: int, vision_dim: int, embed_dim: int,
                  text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
@@ -65,9 +68,6 @@ class _AlignerBase(BaseModule):
             nn.Conv2d(vision_dim, embed_dim, 1), nn.GELU(),
             nn.Conv2d(embed_dim, embed_dim, 1))
         self.embed_dim = embed_dim
-
-    # heatmap cells per patch along each axis
-    upsample = 1
 
     def project(self, loc_states: Tensor, patch_feats: Tensor,
                 prompt_image: Sequence[int]):
