@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from lumen_mm.models import ConvDenseAligner, TransformerDenseAligner
-from lumen_mm.models.necks.dense_aligner import FOCAL_PRIOR_BIAS
+from lumen_mm.models.necks.dense_aligner import (FOCAL_PRIOR_BIAS,
+                                                  SpatialContext)
 
 
 @pytest.mark.parametrize('aligner', [
@@ -88,3 +89,49 @@ def test_upsampled_readout_gives_a_finer_grid():
     assert out['heatmap'][0, 0, :2, :2].unique().numel() == 4
     with pytest.raises(ValueError, match='upsample'):
         ConvDenseAligner(8, 4, upsample=0)
+
+
+def test_spatial_context_pools_each_side_without_the_cell_itself():
+    """One object at row 1, column 2 of a 4 x 5 grid: it lies to the left of
+    the cells in columns 3-4 (every row), above rows 2-3, and anywhere for
+    all cells; its own column and row are not beside it."""
+    context = SpatialContext(1)
+    x = torch.zeros(1, 1, 4, 5)
+    x[0, 0, 1, 2] = 1.
+    cols, rows = torch.arange(5), torch.arange(4)[:, None]
+    expected = {
+        'left': (cols > 2).expand(4, 5),     # the object is to their left
+        'right': (cols < 2).expand(4, 5),
+        'above': (rows > 1).expand(4, 5),
+        'below': (rows < 1).expand(4, 5),
+        'anywhere': torch.ones(4, 5, dtype=torch.bool),
+    }
+    for k, side in enumerate(expected):
+        with torch.no_grad():
+            context.mix.weight.zero_()
+            context.mix.bias.zero_()
+            context.mix.weight[0, k] = 1.
+        assert torch.equal(context(x)[0, 0], expected[side].float()), side
+
+
+def test_spatial_context_reaches_across_the_grid():
+    """With plain 3x3 convolutions the heatmap at one corner cannot depend on
+    the far corner; with the spatial context it does, and the context starts
+    as a no-op, so the aligner starts as the plain one."""
+    torch.manual_seed(0)
+    loc, feats = torch.randn(1, 8), torch.randn(1, 4, 12, 12)
+    far = feats.clone()
+    far[..., -1, -1] += 10.
+    plain = ConvDenseAligner(8, 4, embed_dim=8, num_convs=2)
+    context = ConvDenseAligner(8, 4, embed_dim=8, num_convs=2,
+                               spatial_context=True)
+    context.load_state_dict(plain.state_dict(), strict=False)
+    assert torch.equal(context(loc, feats, [0])['heatmap'],
+                       plain(loc, feats, [0])['heatmap'])
+    torch.nn.init.normal_(context.context.mix.weight)
+    for model, reaches in ((plain, False), (context, True)):
+        corner = [model(loc, f, [0])['heatmap'][0, 0, 0, 0]
+                  for f in (feats, far)]
+        assert (not torch.allclose(*corner)) == reaches
+    with pytest.raises(ValueError, match='num_convs'):
+        ConvDenseAligner(8, 4, num_convs=0, spatial_context=True)

@@ -15,6 +15,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
+from mmcv.ops import CornerPool
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
@@ -38,6 +39,54 @@ def _conv_stack(dim: int, num_convs: int,
     for d in dilations:
         layers += [nn.Conv2d(dim, dim, 3, padding=d, dilation=d), nn.GELU()]
     return nn.Sequential(*layers)
+
+
+class SpatialContext(nn.Module):
+    """What lies to the left of, right of, above and below every cell, and
+    anywhere in the image: per channel, the max over those cells.
+
+    A grid of convolutions only sees a window, but "the left-most square"
+    asks whether any square lies to the left anywhere in the image, and "the
+    star to the right of the yellow cross" whether the cross lies to the
+    left. The column maxima (for left / right) and row maxima (for above /
+    below) are pooled cumulatively, as CornerNet's corner pooling does along
+    one row (mmcv's ``CornerPool``); shifting them by one cell first leaves
+    the cell's own column or row out. A 1x1 convolution mixes the five maps
+    back into the features.
+    """
+
+    # side: (CornerPool mode, axis, whether it pools from the start of the
+    # axis). CornerPool's 'right' mode runs its max from left to right, so
+    # every cell gets the max of the cells to its left.
+    _SIDES = {'left': ('right', 3, True), 'right': ('left', 3, False),
+              'above': ('bottom', 2, True), 'below': ('top', 2, False)}
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.pools = nn.ModuleDict(
+            {side: CornerPool(mode) for side, (mode, _, _) in
+             self._SIDES.items()})
+        # zero-initialised, so that the aligner starts as it would without
+        # the context. A run with a random mix, and the [LOC] embedding also
+        # gating every convolution, never learned to tell the class prompts
+        # apart (bbox AP50 0.149)
+        self.mix = nn.Conv2d(5 * dim, dim, 1)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        maps = []
+        for side, (_, axis, from_start) in self._SIDES.items():
+            line = x.amax(dim=5 - axis, keepdim=True)
+            # shift one cell away from where the pooling starts; zeros
+            # ("nothing there") come in
+            before, after = (1, 0) if from_start else (0, 1)
+            pad = (before, after) if axis == 3 else (0, 0, before, after)
+            line = F.pad(line, pad).narrow(axis, after, line.shape[axis])
+            maps.append(self.pools[side](line).expand(-1, -1, h, w))
+        maps.append(x.amax(dim=(2, 3), keepdim=True).expand(-1, -1, h, w))
+        return self.mix(torch.cat(maps, dim=1))
 
 
 class _AlignerBase(BaseModule):
@@ -161,6 +210,11 @@ class ConvDenseAligner(_AlignerBase):
     convolution and a pixel shuffle, as in sub-pixel convolution): two small
     objects in neighbouring patches then give two peaks instead of one, which
     counting crowded images needs.
+
+    ``spatial_context`` adds, after the first convolution, what lies to each
+    side of every cell and anywhere in the image (:class:`SpatialContext`):
+    the window of the convolutions alone cannot tell the left-most square or
+    the bigger star.
     """
 
     def __init__(self,
@@ -170,11 +224,16 @@ class ConvDenseAligner(_AlignerBase):
                  num_convs: int = 3,
                  dilations: Optional[Sequence[int]] = None,
                  upsample: int = 1,
+                 spatial_context: bool = False,
                  text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
                          init_cfg)
         self.convs = _conv_stack(embed_dim, num_convs, dilations)
+        if num_convs == 0 and spatial_context:
+            raise ValueError('spatial_context follows the first convolution: '
+                             'set num_convs >= 1.')
+        self.context = SpatialContext(embed_dim) if spatial_context else None
         if upsample < 1:
             raise ValueError(f'upsample must be >= 1, got {upsample}.')
         self.upsample = upsample
@@ -185,7 +244,11 @@ class ConvDenseAligner(_AlignerBase):
     def forward(self, loc_states: Tensor, patch_feats: Tensor,
                 prompt_image: Sequence[int]) -> Dict[str, Tensor]:
         text, vision = self.project(loc_states, patch_feats, prompt_image)
-        x = self.convs(vision * text[:, :, None, None])
+        # the stack holds (conv, GELU) pairs; the context follows the first
+        x = self.convs[:2](vision * text[:, :, None, None])
+        if self.context is not None:
+            x = x + self.context(x)
+        x = self.convs[2:](x)
         return dict(
             heatmap=F.pixel_shuffle(self.heat_conv(x), self.upsample),
             wh=F.pixel_shuffle(self.wh_conv(x), self.upsample))
