@@ -75,7 +75,6 @@ class SpatialContext(nn.Module):
         nn.init.zeros_(self.mix.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
         maps = []
         for side, (_, axis, from_start) in self._SIDES.items():
             line = x.amax(dim=5 - axis, keepdim=True)
@@ -84,9 +83,16 @@ class SpatialContext(nn.Module):
             before, after = (1, 0) if from_start else (0, 1)
             pad = (before, after) if axis == 3 else (0, 0, before, after)
             line = F.pad(line, pad).narrow(axis, after, line.shape[axis])
-            maps.append(self.pools[side](line).expand(-1, -1, h, w))
-        maps.append(x.amax(dim=(2, 3), keepdim=True).expand(-1, -1, h, w))
-        return self.mix(torch.cat(maps, dim=1))
+            maps.append(self.pools[side](line))
+        maps.append(x.amax(dim=(2, 3), keepdim=True))
+        # The maps are a row (1 x w), a column (h x 1) or one value: mixing
+        # each before broadcasting is the same 1x1 convolution as on the
+        # concatenated h x w maps, at a fraction of the cost.
+        weights = self.mix.weight.chunk(len(maps), dim=1)
+        out = self.mix.bias[:, None, None]
+        for m, weight in zip(maps, weights):
+            out = out + F.conv2d(m, weight)
+        return out.expand_as(x)
 
 
 class _AlignerBase(BaseModule):
