@@ -75,16 +75,20 @@ class SpatialContext(nn.Module):
         nn.init.zeros_(self.mix.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        # keyed by the axis pooled along: column maxima (1 x w), row maxima
+        # (h x 1)
+        lines = {3: x.amax(dim=2, keepdim=True),
+                 2: x.amax(dim=3, keepdim=True)}
         maps = []
         for side, (_, axis, from_start) in self._SIDES.items():
-            line = x.amax(dim=5 - axis, keepdim=True)
             # shift one cell away from where the pooling starts; zeros
             # ("nothing there") come in
             before, after = (1, 0) if from_start else (0, 1)
             pad = (before, after) if axis == 3 else (0, 0, before, after)
-            line = F.pad(line, pad).narrow(axis, after, line.shape[axis])
+            line = F.pad(lines[axis], pad).narrow(axis, after,
+                                                  x.shape[axis])
             maps.append(self.pools[side](line))
-        maps.append(x.amax(dim=(2, 3), keepdim=True))
+        maps.append(lines[3].amax(dim=3, keepdim=True))
         # The maps are a row (1 x w), a column (h x 1) or one value: mixing
         # each before broadcasting is the same 1x1 convolution as on the
         # concatenated h x w maps, at a fraction of the cost.
