@@ -114,24 +114,27 @@ def test_spatial_context_pools_each_side_without_the_cell_itself():
         assert torch.equal(context(x)[0, 0], expected[side].float()), side
 
 
-def test_spatial_context_reaches_across_the_grid():
+@pytest.mark.parametrize('after', [1, 2])
+def test_spatial_context_reaches_across_the_grid(after):
     """With plain 3x3 convolutions the heatmap at one corner cannot depend on
-    the far corner; with the spatial context it does, and the context starts
-    as a no-op, so the aligner starts as the plain one."""
+    the far corner; with the spatial context after either convolution it
+    does, and the context starts as a no-op, so the aligner starts as the
+    plain one."""
     torch.manual_seed(0)
     loc, feats = torch.randn(1, 8), torch.randn(1, 4, 12, 12)
     far = feats.clone()
     far[..., -1, -1] += 10.
     plain = ConvDenseAligner(8, 4, embed_dim=8, num_convs=2)
     context = ConvDenseAligner(8, 4, embed_dim=8, num_convs=2,
-                               spatial_context=True)
+                               spatial_context=(after, ))
     context.load_state_dict(plain.state_dict(), strict=False)
     assert torch.equal(context(loc, feats, [0])['heatmap'],
                        plain(loc, feats, [0])['heatmap'])
-    torch.nn.init.normal_(context.context.mix.weight)
+    torch.nn.init.normal_(context.contexts[str(after)].mix.weight)
     for model, reaches in ((plain, False), (context, True)):
         corner = [model(loc, f, [0])['heatmap'][0, 0, 0, 0]
                   for f in (feats, far)]
         assert (not torch.allclose(*corner)) == reaches
-    with pytest.raises(ValueError, match='num_convs'):
-        ConvDenseAligner(8, 4, num_convs=0, spatial_context=True)
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match='from 1 to 2'):
+            ConvDenseAligner(8, 4, num_convs=2, spatial_context=(bad, ))

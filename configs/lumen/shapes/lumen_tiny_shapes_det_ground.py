@@ -1,5 +1,5 @@
 # Lumen-Shapes, detection + visual grounding, tiny model on a CPU (issue 3):
-# the tiny Lumen (conv aligner), det/ground mixed 0.4/0.6, 1200 iterations.
+# the tiny Lumen (conv aligner), det/ground mixed 0.5/0.5, 1200 iterations.
 _base_ = [
     '../_base_/default_runtime.py', '../_base_/models/lumen_tiny.py',
     '../_base_/datasets/lumen_shapes.py', '../_base_/schedules/cpu_tiny.py'
@@ -9,4 +9,4 @@ _base_ = [
 # right of the yellow cross", "the bigger star"): grounding Acc@0.5
 # 0.505 / 0.470 vs 0.455 / 0.399, bbox AP50 0.687 / 0.698 vs 0.666 / 0.636
 # (seeds 0 / 1, 1200 iterations, CPU).
-model = dict(neck=dict(spatial_context=True))
+model = dict(neck=dict(spatial_context=(1, )))

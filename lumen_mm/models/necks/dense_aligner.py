@@ -221,10 +221,12 @@ class ConvDenseAligner(_AlignerBase):
     objects in neighbouring patches then give two peaks instead of one, which
     counting crowded images needs.
 
-    ``spatial_context`` adds, after the first convolution, what lies to each
-    side of every cell and anywhere in the image (:class:`SpatialContext`):
-    the window of the convolutions alone cannot tell the left-most square or
-    the bigger star.
+    ``spatial_context`` lists the convolutions (1-based) after which what
+    lies to each side of every cell, and anywhere in the image, is added
+    (:class:`SpatialContext`): the window of the convolutions alone cannot
+    tell the left-most square or the bigger star. After the first, features
+    still cover whole objects, so a wide object's centre sees itself on
+    both sides; after the last, they peak at the centres the heatmap reads.
     """
 
     def __init__(self,
@@ -234,16 +236,20 @@ class ConvDenseAligner(_AlignerBase):
                  num_convs: int = 3,
                  dilations: Optional[Sequence[int]] = None,
                  upsample: int = 1,
-                 spatial_context: bool = False,
+                 spatial_context: Sequence[int] = (),
                  text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
                          init_cfg)
         self.convs = _conv_stack(embed_dim, num_convs, dilations)
-        if num_convs == 0 and spatial_context:
-            raise ValueError('spatial_context follows the first convolution: '
-                             'set num_convs >= 1.')
-        self.context = SpatialContext(embed_dim) if spatial_context else None
+        if not set(spatial_context) <= set(range(1, num_convs + 1)):
+            raise ValueError(
+                f'spatial_context={tuple(spatial_context)} names convolutions '
+                f'(1-based) after which to add the context, but there are '
+                f'{num_convs}: use numbers from 1 to {num_convs}.')
+        # keyed by the convolution it follows
+        self.contexts = nn.ModuleDict(
+            {str(i): SpatialContext(embed_dim) for i in spatial_context})
         if upsample < 1:
             raise ValueError(f'upsample must be >= 1, got {upsample}.')
         self.upsample = upsample
@@ -254,11 +260,12 @@ class ConvDenseAligner(_AlignerBase):
     def forward(self, loc_states: Tensor, patch_feats: Tensor,
                 prompt_image: Sequence[int]) -> Dict[str, Tensor]:
         text, vision = self.project(loc_states, patch_feats, prompt_image)
-        # the stack holds (conv, GELU) pairs; the context follows the first
-        x = self.convs[:2](vision * text[:, :, None, None])
-        if self.context is not None:
-            x = x + self.context(x)
-        x = self.convs[2:](x)
+        x = vision * text[:, :, None, None]
+        # the stack holds (conv, GELU) pairs
+        for i in range(len(self.convs) // 2):
+            x = self.convs[2 * i:2 * i + 2](x)
+            if str(i + 1) in self.contexts:
+                x = x + self.contexts[str(i + 1)](x)
         return dict(
             heatmap=F.pixel_shuffle(self.heat_conv(x), self.upsample),
             wh=F.pixel_shuffle(self.wh_conv(x), self.upsample))
