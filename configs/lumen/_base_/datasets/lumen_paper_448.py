@@ -124,7 +124,9 @@ refcoco_train = dict(
     split_file='refcoco/refs(unc).p',
     split='train',
     data_prefix=dict(img_path='train2014/'),
-    text_mode='random',
+    # every sentence: 'random' would draw one per object once, at load
+    # time, for the whole run (see lumen_shapes.py; measured on Shapes)
+    text_mode='original',
     pipeline=ground_train_pipeline)
 refcoco_plus_train = dict(
     refcoco_train,

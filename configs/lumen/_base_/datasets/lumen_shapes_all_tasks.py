@@ -98,7 +98,8 @@ refseg_train = dict(
     split_file='annotations/refs_shapes.p',
     split='train',
     data_prefix=dict(img_path=''),
-    text_mode='random',
+    # every sentence, as for grounding (see the base)
+    text_mode='original',
     pipeline=refseg_train_pipeline)
 pose_train = dict(
     type='mmpose.CocoDataset',
