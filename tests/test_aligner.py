@@ -138,3 +138,6 @@ def test_spatial_context_reaches_across_the_grid(after):
     for bad in (0, 3):
         with pytest.raises(ValueError, match='from 1 to 2'):
             ConvDenseAligner(8, 4, num_convs=2, spatial_context=(bad, ))
+    # the boolean form of earlier versions names its replacement
+    with pytest.raises(TypeError, match=r'use \(1,\)'):
+        ConvDenseAligner(8, 4, num_convs=2, spatial_context=True)

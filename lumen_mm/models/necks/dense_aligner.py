@@ -224,9 +224,9 @@ class ConvDenseAligner(_AlignerBase):
     ``spatial_context`` lists the convolutions (1-based) after which what
     lies to each side of every cell, and anywhere in the image, is added
     (:class:`SpatialContext`): the window of the convolutions alone cannot
-    tell the left-most square or the bigger star. After the first, features
-    still cover whole objects, so a wide object's centre sees itself on
-    both sides; after the last, they peak at the centres the heatmap reads.
+    tell the left-most square or the bigger star. ``(1, )`` is the measured
+    setting; a later convolution, whose features may peak at object centres
+    rather than cover whole objects, is there to be tried.
     """
 
     def __init__(self,
@@ -242,6 +242,11 @@ class ConvDenseAligner(_AlignerBase):
         super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
                          init_cfg)
         self.convs = _conv_stack(embed_dim, num_convs, dilations)
+        if isinstance(spatial_context, bool):
+            raise TypeError(
+                'spatial_context lists the convolutions (1-based) that the '
+                f'context follows; for spatial_context={spatial_context} use '
+                f'{(1, ) if spatial_context else ()}.')
         if not set(spatial_context) <= set(range(1, num_convs + 1)):
             raise ValueError(
                 f'spatial_context={tuple(spatial_context)} names convolutions '
