@@ -91,7 +91,7 @@ train_dataloader = dict(
         type='LumenMultiTaskDataset',
         datasets=dict(det=det_train, ground=ground_train),
         # per image, detection asks all 6 classes and grounding 3.7
-        # sentences; with det / ground 0.4 / 0.6 grounding then outweighed
+        # sentences; with det / ground 0.4 / 0.6 grounding then crowded out
         # detection (bbox AP50 0.406, seed 0)
         sample_rates=dict(det=0.5, ground=0.5),
         num_samples=4000))
