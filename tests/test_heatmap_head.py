@@ -84,3 +84,42 @@ def test_neighbouring_objects_need_a_finer_grid(head):
 
     assert peaks(8) == 1
     assert peaks(4) == 2
+
+
+def test_image_norm_is_the_mean_of_each_image_alone():
+    """loss_norm='image': an image with 20 objects weighs as much as one
+    with a single referred object (the sampling rates set the task shares);
+    'batch' weighs them by their peaks."""
+    torch.manual_seed(0)
+    xy = torch.rand(20, 2) * 100
+    many = torch.cat([xy, xy + 8], dim=1)
+    one = torch.tensor([[40., 40., 80., 90.]])
+    boxes = [one, many[:12], many[12:]]  # image 0: one prompt; 1: two
+    preds = dict(heatmap=torch.randn(3, 1, 16, 16),
+                 wh=torch.randn(3, 2, 16, 16))
+    images = [0, 1, 1]
+    per_image = HeatmapHead(loss_norm='image').loss(
+        preds, boxes, 8, images=images)
+    batch = HeatmapHead()
+
+    def alone(idx):
+        return batch.loss({k: v[idx] for k, v in preds.items()},
+                          [boxes[i] for i in idx], 8)
+
+    first, second = alone([0]), alone([1, 2])
+    for key in ('loss_heatmap', 'loss_wh'):
+        expected = (first[key] + second[key]) / 2
+        assert per_image[key].item() == pytest.approx(expected.item(),
+                                                       rel=1e-5)
+    whole = batch.loss(preds, boxes, 8)['loss_heatmap']
+    assert whole.item() != pytest.approx(per_image['loss_heatmap'].item(),
+                                         rel=1e-2)
+
+
+def test_loss_norm_errors():
+    with pytest.raises(ValueError, match="'batch'"):
+        HeatmapHead(loss_norm='prompt')
+    preds = dict(heatmap=torch.randn(1, 1, 16, 16),
+                 wh=torch.randn(1, 2, 16, 16))
+    with pytest.raises(ValueError, match='images='):
+        HeatmapHead(loss_norm='image').loss(preds, [torch.zeros(0, 4)], 8)

@@ -17,6 +17,11 @@ model = dict(
     # another one's, and 3x3 peak selection keeps one peak of two. Reading
     # each patch out as 2 x 2 cells (stride 4) separates all of them.
     neck=dict(upsample=2),
+    # Each image's heatmap loss over its own peaks, then the mean over
+    # images: with CenterNet's batch-wide count, counting images (22 shapes
+    # each) held 42% of the peaks and grounding with referring segmentation
+    # 3.5%, against sampling rates of 0.10 and 0.19.
+    bbox_head=dict(loss_norm='image'),
     mask_head=dict(
         type='SamMaskHead',
         sam_type='tiny',

@@ -74,6 +74,12 @@ class HeatmapHead(BaseModule):
         loss_heatmap: Gaussian focal loss (alpha 2, gamma 4 = the paper's
             beta), normalised by the number of peaks.
         loss_wh: L1 loss on width/height at object centres.
+        loss_norm: what the number of peaks (and of wh centres) is counted
+            over. ``'batch'``: all of the batch, as in CenterNet, so a task
+            weighs by its peaks (a counting image with 22 objects weighs 22
+            grounding sentences). ``'image'``: each image's loss over its own
+            peaks, then the mean over images, so each task's share of the loss
+            is its sampling rate, the paper's "balanced data sampling".
         min_overlap: CenterNet's ``gaussian_radius`` overlap.
         min_sigma: lower bound of sigma (patches) for tiny objects.
         point_sigma: sigma (patches) of keypoint targets.
@@ -93,8 +99,14 @@ class HeatmapHead(BaseModule):
                  point_sigma: float = 2.0,
                  peak_kernel: int = 3,
                  refine_peaks: bool = True,
+                 loss_norm: str = 'batch',
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if loss_norm not in ('batch', 'image'):
+            raise ValueError(f"HeatmapHead(loss_norm={loss_norm!r}): use "
+                             "'batch' (CenterNet) or 'image' (each image "
+                             'normalised by its own peaks)')
+        self.loss_norm = loss_norm
         self.loss_heatmap = MODELS.build(loss_heatmap)
         self.loss_wh = MODELS.build(loss_wh)
         self.min_overlap = min_overlap
@@ -170,22 +182,49 @@ class HeatmapHead(BaseModule):
              preds: Dict[str, Tensor],
              boxes: List[Tensor],
              stride: float,
-             is_point: Optional[Sequence[bool]] = None) -> Dict[str, Tensor]:
-        """Gaussian focal loss on the heatmap and L1 on wh at the centres."""
+             is_point: Optional[Sequence[bool]] = None,
+             images: Optional[Sequence[int]] = None) -> Dict[str, Tensor]:
+        """Gaussian focal loss on the heatmap and L1 on wh at the centres.
+
+        ``images`` gives the image of each prompt; ``loss_norm='image'``
+        needs it.
+        """
         heatmap = preds['heatmap']
         targets = self.get_targets(boxes, heatmap.shape[-2:], stride,
                                    is_point)
-        num_peaks = max(1, int(targets['heatmap'].eq(1).sum()))
+        peaks = targets['heatmap'].eq(1).flatten(1).sum(1).float()
+        centres = targets['wh_weight'].flatten(1).sum(1)
+        heat_weight, wh_weight = None, targets['wh_weight']
+        if self.loss_norm == 'image':
+            if images is None:
+                raise ValueError("HeatmapHead(loss_norm='image') needs the "
+                                 'image index of each prompt (images=...)')
+            heat_weight = self._image_weights(peaks, images)[:, None, None,
+                                                             None]
+            wh_weight = wh_weight * self._image_weights(
+                centres, images)[:, None, None, None]
+            heat_norm = wh_norm = 1.0
+        else:
+            heat_norm = max(1.0, float(peaks.sum()))
+            wh_norm = max(1.0, float(centres.sum()))
         loss_heatmap = self.loss_heatmap(
             heatmap.sigmoid().clamp(1e-4, 1 - 1e-4),
             targets['heatmap'],
-            avg_factor=num_peaks)
+            weight=heat_weight,
+            avg_factor=heat_norm)
         loss_wh = self.loss_wh(
-            preds['wh'],
-            targets['wh'],
-            targets['wh_weight'],
-            avg_factor=max(1.0, float(targets['wh_weight'].sum())))
+            preds['wh'], targets['wh'], wh_weight, avg_factor=wh_norm)
         return dict(loss_heatmap=loss_heatmap, loss_wh=loss_wh)
+
+    @staticmethod
+    def _image_weights(counts: Tensor, images: Sequence[int]) -> Tensor:
+        """Per-prompt weights that divide each image's loss by its own count
+        (at least 1) and average over the images of the batch."""
+        index = torch.as_tensor(list(images), device=counts.device)
+        _, index = index.unique(return_inverse=True)
+        num_images = int(index.max()) + 1
+        per_image = counts.new_zeros(num_images).index_add_(0, index, counts)
+        return 1 / (per_image.clamp(min=1)[index] * num_images)
 
     # -- decoding -----------------------------------------------------------
     def decode_boxes(self, preds: Dict[str, Tensor], k: int,

@@ -229,7 +229,8 @@ class Lumen(BaseDetector):
             losses = self.bbox_head.loss(out['preds'],
                                          [q.targets for q in queries],
                                          self.stride,
-                                         [q.point for q in queries])
+                                         [q.point for q in queries],
+                                         [q.image for q in queries])
         else:  # a batch of VQA only
             zero = out['patch_feats'].sum() * 0
             losses = dict(loss_heatmap=zero, loss_wh=zero)
