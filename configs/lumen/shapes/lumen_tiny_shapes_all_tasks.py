@@ -18,9 +18,9 @@ model = dict(
     # each patch out as 2 x 2 cells (stride 4) separates all of them.
     neck=dict(upsample=2),
     # Each image's heatmap loss over its own peaks, then the mean over
-    # images: with CenterNet's batch-wide count, counting images (22 shapes
-    # each) held 42% of the peaks and grounding with referring segmentation
-    # 3.5%, against sampling rates of 0.10 and 0.19.
+    # images: with CenterNet's batch-wide count, counting images (22.5
+    # shapes each on average) held 42% of the peaks and grounding with
+    # referring segmentation 3.5%, against sampling rates of 0.10 and 0.19.
     bbox_head=dict(loss_norm='image'),
     mask_head=dict(
         type='SamMaskHead',
@@ -44,10 +44,11 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 # One sentence per referred object, drawn once when the datasets load (see
-# the Shapes dataset base). Every sentence with the spatial context, which
+# the Shapes dataset base). Every sentence and the spatial context, which
 # lift grounding with detection alone, gained 0.03 Acc@0.5 here and lost
 # 1.5 in count MAE in 38 min 12 s (one run, AdamW betas (0.9, 0.95); with
-# the default betas a gradient spike left pose AP at 0.369; README).
+# the default betas it had a gradient spike and ended with pose AP 0.369;
+# README).
 train_dataloader = dict(
     dataset=dict(
         datasets=dict(

@@ -219,7 +219,9 @@ class HeatmapHead(BaseModule):
     @staticmethod
     def _image_weights(counts: Tensor, images: Sequence[int]) -> Tensor:
         """Per-prompt weights that divide each image's loss by its own count
-        (at least 1) and average over the images of the batch."""
+        (at least 1) and average over the images of the batch. An image
+        with no count (keypoints have no wh centres) adds nothing but still
+        counts in the mean."""
         index = torch.as_tensor(list(images), device=counts.device)
         _, index = index.unique(return_inverse=True)
         num_images = int(index.max()) + 1
