@@ -33,8 +33,7 @@ model = dict(
     test_cfg=dict(count=dict(score_thr=0.35)))
 # Seven tasks cost more per iteration than detection and grounding (more
 # prompts per image, SAM): 1300 iterations took 31.5 minutes on the 2-core
-# CPU on a fast day, and 39 min 54 s on a slow one with two loader workers
-# (1.79 s per iteration, against 1.38 s loading in process as now).
+# CPU on a fast day, and 39 min 54 s on a slower one.
 max_iters = 1300
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
