@@ -104,6 +104,8 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=10000,
                     max_keep_ckpts=5))
+# each log line averages the iterations since the previous one
+log_processor = dict(window_size=50)
 custom_hooks = [dict(type='TrainableCheckpointHook')]
 # VQA-only or pose-only batches leave the box-size maps (or the aligner)
 # without gradient on some ranks

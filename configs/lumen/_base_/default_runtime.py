@@ -5,7 +5,9 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=400,
                     max_keep_ckpts=3))
-log_processor = dict(by_epoch=False)
+# Each log line: the mean over the iterations since the previous one (mmdet's
+# default window of 50 spread one bad batch over three lines).
+log_processor = dict(by_epoch=False, window_size=20)
 # TensorBoard: uncomment to log losses, metrics and images there as well as
 # to the work dir (needs `pip install tensorboard`, which requirements/ does
 # not install); then `tensorboard --logdir work_dirs/<config>`.
