@@ -3,8 +3,8 @@
 # of an image in one sample and the aligner's spatial context (README, "More
 # grounding"). Grounding Acc@0.5 0.501 and cIoU 0.362, against 0.428 / 0.285
 # at the paper's rates; the rates alone gave 0.420 / 0.280 and every sentence
-# with the context alone 0.454 / 0.303 (seed 0). Training took 44 min 12 s
-# on a slow day: over issue 4's 40-minute budget.
+# with the context alone 0.454 / 0.303 (seed 0). Training took 44 min 12 s,
+# over issue 4's 40-minute budget.
 _base_ = './lumen_tiny_shapes_all_tasks.py'
 model = dict(neck=dict(spatial_context=(1, )))
 # the every-sentence-and-context run at the paper's rates ended with pose AP
