@@ -367,3 +367,21 @@ def test_position_questions_need_a_clear_margin():
                 assert answer == {'star': 'red', 'circle': 'blue'}[
                     question.split()[-1][:-1]]
     assert asked['position'] > 0 and asked['count'] > 0
+
+
+def test_tokenizer_holds_the_pose_and_question_words(shapes_root):
+    """Keypoint prompts and questions tokenise into whole words: the
+    tokenizer is trained on them as well (it once split ' hand' into ' ',
+    'ha', 'n', 'd', 17 tokens before the [LOC] state that must tell left
+    from right)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(shapes_root / 'tokenizer'))
+    words = {w for name in KEYPOINT_NAMES for w in name.split('_')}
+    questions = json.loads(
+        (shapes_root / 'annotations' / 'qa_train.json').read_text())
+    for entry in questions:
+        question = entry['conversations'][0]['value'].split('\n')[-1]
+        words |= set(question.rstrip('?').split()[1:])
+    assert {'hand', 'colour', 'many'} <= words
+    split = {w: tok.tokenize(' ' + w) for w in sorted(words)}
+    assert {w: t for w, t in split.items() if len(t) != 1} == {}

@@ -621,8 +621,8 @@ def make_shapes(out_dir: str,
     questions, pose images, people, counting images and counted objects.
     """
     # shapes_tasks draws with this module's helpers, so it is imported here.
-    from .shapes_tasks import (write_count_split, write_pose_split,
-                               write_questions)
+    from .shapes_tasks import (KEYPOINT_NAMES, write_count_split,
+                               write_pose_split, write_questions)
     split_sizes = dict(train=num_train, val=num_val)
     pose_sizes = dict(train=num_pose_train, val=num_pose_val)
     count_sizes = dict(train=num_count_train, val=num_count_val)
@@ -635,7 +635,7 @@ def make_shapes(out_dir: str,
     os.makedirs(ann_dir, exist_ok=True)
 
     stats = {}
-    all_images, all_anns, all_refs = [], [], []
+    all_images, all_anns, all_refs, train_questions = [], [], [], []
     total = sum(sum(s.values()) for s in (split_sizes, pose_sizes,
                                           count_sizes))
     with tqdm(total=total, desc='Lumen-Shapes', disable=not progress) as bar:
@@ -647,6 +647,8 @@ def make_shapes(out_dir: str,
             _dump_json(coco, osp.join(ann_dir, f'instances_{split}.json'))
             questions = write_questions(split, coco, seed)
             _dump_json(questions, osp.join(ann_dir, f'qa_{split}.json'))
+            if split == 'train':
+                train_questions = questions
             all_images += [dict(img, file_name=f'{split}/{img["file_name"]}')
                            for img in images]
             all_anns += anns
@@ -676,8 +678,15 @@ def make_shapes(out_dir: str,
                osp.join(ann_dir, 'instances_refs.json'))
     with open(osp.join(ann_dir, 'refs_shapes.p'), 'wb') as f:
         pickle.dump(all_refs, f, protocol=4)
-    # Tiny models have no pretrained tokenizer: train one on this data.
-    texts = [' '.join(SHAPE_CLASSES), ' '.join(COLORS)]
+    # Tiny models have no pretrained tokenizer: train one on every text the
+    # prompts hold. Without the keypoint names and the questions, "left
+    # hand" was split into ' left', ' ', 'ha', 'n', 'd'.
+    # (a leading space, as the names follow "location of" in prompts)
+    texts = [' '.join(SHAPE_CLASSES), ' '.join(COLORS),
+             ''.join(' ' + name.replace('_', ' ') for name in KEYPOINT_NAMES)]
     texts += [s['raw'] for ref in all_refs for s in ref['sentences']]
+    texts += [turn['value'].replace('<image>\n', '')
+              for entry in train_questions
+              for turn in entry['conversations']]
     train_tokenizer(texts, osp.join(out_dir, 'tokenizer'))
     return stats
