@@ -679,9 +679,9 @@ def make_shapes(out_dir: str,
     with open(osp.join(ann_dir, 'refs_shapes.p'), 'wb') as f:
         pickle.dump(all_refs, f, protocol=4)
     # Tiny models have no pretrained tokenizer: train one on every text the
-    # prompts hold. Without the keypoint names and the questions, "left
-    # hand" was split into ' left', ' ', 'ha', 'n', 'd'.
-    # (a leading space, as the names follow "location of" in prompts)
+    # prompts hold. Without the keypoint names and the questions, " left
+    # hand" was split into ' left', ' ', 'ha', 'n', 'd'. The names get the
+    # leading space they have after "location of" in the prompts.
     texts = [' '.join(SHAPE_CLASSES), ' '.join(COLORS),
              ''.join(' ' + name.replace('_', ' ') for name in KEYPOINT_NAMES)]
     texts += [s['raw'] for ref in all_refs for s in ref['sentences']]
