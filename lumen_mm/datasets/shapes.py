@@ -61,6 +61,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from .tokenizer import train_tokenizer
+from .vqa import strip_image_mark
 
 SHAPE_CLASSES = ('circle', 'square', 'triangle', 'star', 'hexagon', 'cross')
 COLORS = {
@@ -685,7 +686,7 @@ def make_shapes(out_dir: str,
     texts = [' '.join(SHAPE_CLASSES), ' '.join(COLORS),
              ''.join(' ' + name.replace('_', ' ') for name in KEYPOINT_NAMES)]
     texts += [s['raw'] for ref in all_refs for s in ref['sentences']]
-    texts += [turn['value'].replace('<image>\n', '')
+    texts += [strip_image_mark(turn['value'])
               for entry in train_questions
               for turn in entry['conversations']]
     train_tokenizer(texts, osp.join(out_dir, 'tokenizer'))

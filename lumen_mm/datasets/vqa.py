@@ -11,6 +11,12 @@ from mmdet.registry import DATASETS
 _IMAGE_MARK = re.compile(r'\s*<image>\s*')
 
 
+def strip_image_mark(text: str) -> str:
+    """A LLaVA turn's text without its ``<image>`` mark (the template
+    inserts the image itself)."""
+    return _IMAGE_MARK.sub(' ', text).strip()
+
+
 @DATASETS.register_module()
 class LumenVQADataset(BaseDataset):
     """A JSON list of ``{"id", "image", "conversations": [{"from": "human",
@@ -41,7 +47,7 @@ class LumenVQADataset(BaseDataset):
                     f'Item {item.get("id")!r} of {self.ann_file}: expected '
                     'alternating human/gpt turns, got '
                     f'{roles}.')
-            conversation = [(_IMAGE_MARK.sub(' ', q['value']).strip(),
+            conversation = [(strip_image_mark(q['value']),
                              a['value'].strip())
                             for q, a in zip(turns[::2], turns[1::2])]
             data_list.append(
