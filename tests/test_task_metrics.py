@@ -136,6 +136,35 @@ def test_pose_two_people_of_one_image_counted_separately(keypoint_files):
     assert one['coco/AP'] < 0.6
 
 
+def test_pose_flip_collapse_counts_pairs_predicted_at_one_point(
+        keypoint_files):
+    ann_file, metainfo = keypoint_files
+    info = metainfo['keypoint_info']
+    info[3]['swap'], info[4]['swap'] = 'right_foot', 'left_foot'
+    metric = METRICS.build(dict(type='LumenPoseMetric', ann_file=ann_file,
+                                metainfo=metainfo))
+    metric.dataset_meta = dict(classes=('person', ))
+    collapsed = pose_sample(12)
+    # both feet at the right foot, as when "left foot" and "right foot"
+    # give the aligner one [LOC] state
+    collapsed['pred_instances']['keypoints'][0, 3] = torch.tensor([77., 70.])
+    metric.process({}, [pose_sample(11), collapsed])
+    result = metric.evaluate(2)
+    assert result['coco/flip_collapse'] == pytest.approx(0.5)
+    assert result['coco/AP'] < 1.0
+
+    metric.process({}, [pose_sample(11), pose_sample(12)])
+    assert metric.evaluate(2)['coco/flip_collapse'] == 0.0
+
+    # keypoints without left / right pairs report no share
+    info[3]['swap'] = info[4]['swap'] = ''
+    plain = METRICS.build(dict(type='LumenPoseMetric', ann_file=ann_file,
+                               metainfo=metainfo))
+    plain.dataset_meta = dict(classes=('person', ))
+    plain.process({}, [pose_sample(11)])
+    assert 'coco/flip_collapse' not in plain.evaluate(1)
+
+
 def test_pose_bad_input(keypoint_files):
     ann_file, metainfo = keypoint_files
     with pytest.raises(ValueError, match='names 5 keypoints'):

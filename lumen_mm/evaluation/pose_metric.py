@@ -3,7 +3,10 @@
 Lumen estimates pose top-down (Sec. 4.1): each sample is one person crop.
 mmpose's metric expects numpy predictions, ``sigmas`` and ``num_keypoints``
 in ``dataset_meta``, and drops all but one prediction per ``id`` of an image;
-this adapter supplies all three, so every person keeps its own id.
+this adapter supplies all three, so every person keeps its own id. It also
+reports ``flip_collapse``: the share of left / right keypoint pairs
+predicted at one point, which OKS AP alone does not tell apart from other
+errors.
 """
 import os.path as osp
 from typing import Dict, Optional, Sequence, Union
@@ -43,14 +46,19 @@ class LumenPoseMetric(PoseCocoMetric):
         metainfo: the keypoints' mmpose dataset info (names, sigmas...): a
             dataset-info file (``dataset_info = dict(...)``) or its dict;
             defaults to mmpose's COCO (17 keypoints).
+        collapse_ratio: a left / right pair (the metainfo's ``swap``
+            pairs) counts as collapsed when its two predicted points are
+            closer than this share of their ground-truth distance.
         **kwargs: further arguments of mmpose's ``CocoMetric``.
     """
 
     def __init__(self,
                  ann_file: str,
                  metainfo: Union[str, dict] = COCO_KEYPOINTS_INFO,
+                 collapse_ratio: float = 0.25,
                  **kwargs) -> None:
         super().__init__(ann_file=ann_file, **kwargs)
+        self.collapse_ratio = collapse_ratio
         if isinstance(metainfo, str):
             metainfo = dict(from_file=metainfo)
         self.pose_meta = parse_pose_metainfo(metainfo)
@@ -113,4 +121,33 @@ class LumenPoseMetric(PoseCocoMetric):
         if not results:
             raise ValueError('LumenPoseMetric saw no sample: pair it with a '
                              'pose dataset.')
-        return super().compute_metrics(results)
+        metrics = super().compute_metrics(results)
+        collapse = self.flip_collapse([pred for pred, _ in results])
+        if collapse is not None:
+            metrics['flip_collapse'] = collapse
+        return metrics
+
+    def flip_collapse(self, preds: Sequence[dict]) -> Optional[float]:
+        """Share of (person, left / right pair) predicted at one point.
+
+        A language model that has not learnt the word telling left from right
+        gives both prompts of a pair one ``[LOC]`` state, so one point: a
+        run whose pose AP is low for that reason scores near 1 here. Pairs
+        with an unlabelled or coincident ground-truth point are left out;
+        ``None`` when the keypoints have no pairs.
+        """
+        pairs = sorted({tuple(sorted(p)) for p in self.pose_meta['flip_pairs']})
+        collapsed, total = 0, 0
+        for pred in preds:
+            gt = np.asarray(self.coco.anns[pred['id']]['keypoints'],
+                            float).reshape(-1, 3)
+            points = pred['keypoints'][0]
+            for i, j in pairs:
+                gt_dist = np.linalg.norm(gt[i, :2] - gt[j, :2])
+                if gt[i, 2] == 0 or gt[j, 2] == 0 or gt_dist == 0:
+                    continue
+                total += 1
+                collapsed += int(
+                    np.linalg.norm(points[i] - points[j]) <
+                    self.collapse_ratio * gt_dist)
+        return collapsed / total if total else None
