@@ -86,3 +86,34 @@ def test_ground_prompts_boxes_from_masks(shapes_root):
         ys, xs = np.nonzero(mask)
         assert box[0] == xs.min() and box[1] == ys.min()
         assert box[2] == xs.max() + 1 and box[3] == ys.max() + 1
+
+
+def test_referring_flip_keeps_each_sentence_on_its_object():
+    from mmdet.structures.mask import BitmapMasks
+
+    from lumen_mm.datasets import LumenGroundPrompts, RandomFlipReferring
+    from lumen_mm.datasets.referring_flip import swap_left_right
+
+    # two squares; the sentence refers to the left one
+    img = np.zeros((20, 40, 3), np.uint8)
+    mask = np.zeros((1, 20, 40), np.uint8)
+    mask[0, 5:11, 2:8] = 1
+    img[5:11, 2:8] = img[5:11, 30:36] = 255
+    sample = dict(img=img, img_shape=(20, 40),
+                  gt_masks=BitmapMasks(mask, 20, 40),
+                  text=['the left-most square'])
+
+    kept = LumenGroundPrompts()(RandomFlipReferring(prob=0.)(dict(sample)))
+    assert kept['prompts'] == ['the left-most square']
+    assert kept['gt_bboxes'].tensor.tolist() == [[2., 5., 8., 11.]]
+
+    flipped = LumenGroundPrompts()(RandomFlipReferring(prob=1.)(dict(sample)))
+    # the referent is now the right-most square, and the sentence says so
+    assert flipped['prompts'] == ['the right-most square']
+    assert flipped['gt_bboxes'].tensor.tolist() == [[32., 5., 38., 11.]]
+    assert (flipped['img'][5:11, 32:38] == 255).all()
+
+    assert swap_left_right('The star to the right of the leftmost cross') == \
+        'The star to the left of the rightmost cross'
+    assert swap_left_right('Left one, not the bright top one') == \
+        'Right one, not the bright top one'

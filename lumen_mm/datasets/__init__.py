@@ -6,12 +6,13 @@ from .multitask import LumenConcatDataset, LumenMultiTaskDataset
 from .prompts import (LUMEN_META_KEYS,
                       LumenCountPrompts, LumenDetPrompts, LumenGroundPrompts,
                       LumenPosePrompts, LumenVQAPrompts)
+from .referring_flip import RandomFlipReferring
 from .vqa import LumenVQADataset
 
 __all__ = [
     'LumenMultiTaskDataset', 'LumenConcatDataset', 'LumenDetPrompts', 'LumenGroundPrompts',
     'LumenCountPrompts', 'LumenPosePrompts', 'LumenVQAPrompts',
     'LumenCountingDataset', 'LumenVQADataset', 'LUMEN_META_KEYS',
-    'LumenLoadImageFromFile',
+    'LumenLoadImageFromFile', 'RandomFlipReferring',
     'CocoFormatDataset', 'FSC147Dataset', 'LumenVOCDataset'
 ]

@@ -136,7 +136,8 @@ class LumenPoseMetric(PoseCocoMetric):
         with an unlabelled or coincident ground-truth point are left out;
         ``None`` when the keypoints have no pairs.
         """
-        pairs = sorted({tuple(sorted(p)) for p in self.pose_meta['flip_pairs']})
+        pairs = sorted(
+            {tuple(sorted(p)) for p in self.pose_meta['flip_pairs']})
         collapsed, total = 0, 0
         for pred in preds:
             gt = np.asarray(self.coco.anns[pred['id']]['keypoints'],
