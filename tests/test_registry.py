@@ -15,7 +15,8 @@ REGISTERED = {
     'MODELS': ['Lumen', 'TransformerDenseAligner', 'HeatmapHead'],
     'DATASETS': ['LumenMultiTaskDataset'],
     'METRICS': ['GroundingMetric'],
-    'TRANSFORMS': ['LumenDetPrompts', 'LumenGroundPrompts'],
+    'TRANSFORMS': ['LumenDetPrompts', 'LumenGroundPrompts',
+                   'RandomFlipReferring'],
 }
 
 
