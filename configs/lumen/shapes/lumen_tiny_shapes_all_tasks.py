@@ -29,7 +29,7 @@ model = dict(
         train_decoder=True,
         train_encoder=True),
     # Peaks counted above this score: chosen on the first 300 training
-    # counting images (MAE 3.07 there, 3.33 at 0.4 and 3.32 at 0.3).
+    # counting images (MAE 3.09 there, 3.86 at 0.4 and 3.16 at 0.3).
     test_cfg=dict(count=dict(score_thr=0.35)))
 # Seven tasks cost more per iteration than detection and grounding (more
 # prompts per image, SAM): 1300 iterations took 31.5 minutes on the 2-core

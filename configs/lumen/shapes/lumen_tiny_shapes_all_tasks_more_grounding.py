@@ -5,7 +5,9 @@
 # at the paper's rates; the rates alone gave 0.420 / 0.280 and every sentence
 # with the context alone 0.454 / 0.303 (seed 0). Seed 1 gave 0.479 / 0.332.
 # Training took 44 min 12 s (seed 0), over issue 4's 40-minute budget, and
-# 19 min 9 s on a faster day (seed 1).
+# 19 min 9 s on a faster day (seed 1). Those runs had the tokenizer before
+# its fix and no flips; with both, seed 0 gave 0.457 / 0.311 (README,
+# "Flips").
 _base_ = './lumen_tiny_shapes_all_tasks.py'
 model = dict(neck=dict(spatial_context=(1, )))
 # the every-sentence-and-context run at the paper's rates ended with pose AP
