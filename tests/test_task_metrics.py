@@ -156,6 +156,13 @@ def test_pose_flip_collapse_counts_pairs_predicted_at_one_point(
     metric.process({}, [pose_sample(11), pose_sample(12)])
     assert metric.evaluate(2)['coco/flip_collapse'] == 0.0
 
+    # a person from a detection-results file names no annotation: not
+    # compared with another person's keypoints
+    detected = pose_sample(11)
+    detected['id'] = 0
+    metric.process({}, [detected, collapsed])
+    assert metric.evaluate(2)['coco/flip_collapse'] == 1.0
+
     # keypoints without left / right pairs report no share
     info[3]['swap'] = info[4]['swap'] = ''
     plain = METRICS.build(dict(type='LumenPoseMetric', ann_file=ann_file,

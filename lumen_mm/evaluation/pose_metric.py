@@ -132,16 +132,21 @@ class LumenPoseMetric(PoseCocoMetric):
 
         A language model that has not learnt the word telling left from right
         gives both prompts of a pair one ``[LOC]`` state, so one point: a
-        run whose pose AP is low for that reason scores near 1 here. Pairs
-        with an unlabelled or coincident ground-truth point are left out;
-        ``None`` when the keypoints have no pairs.
+        run whose pose AP is low for that reason scores near 1 here. Each
+        prediction is compared with the annotation its ``id`` names; those
+        whose ``id`` names no annotation of their image (persons from a
+        detection-results file are numbered from 0) and pairs with an
+        unlabelled or coincident ground-truth point are left out. ``None``
+        when nothing is left.
         """
         pairs = sorted(
             {tuple(sorted(p)) for p in self.pose_meta['flip_pairs']})
         collapsed, total = 0, 0
         for pred in preds:
-            gt = np.asarray(self.coco.anns[pred['id']]['keypoints'],
-                            float).reshape(-1, 3)
+            ann = self.coco.anns.get(pred['id'])
+            if ann is None or ann['image_id'] != pred['img_id']:
+                continue
+            gt = np.asarray(ann['keypoints'], float).reshape(-1, 3)
             points = pred['keypoints'][0]
             for i, j in pairs:
                 gt_dist = np.linalg.norm(gt[i, :2] - gt[j, :2])
