@@ -139,8 +139,8 @@ class LumenPoseMetric(PoseCocoMetric):
         unlabelled or coincident ground-truth point are left out. ``None``
         when nothing is left.
         """
-        pairs = sorted(
-            {tuple(sorted(p)) for p in self.pose_meta['flip_pairs']})
+        pairs = [(i, j) for i, j in enumerate(self.pose_meta['flip_indices'])
+                 if i < j]
         collapsed, total = 0, 0
         for pred in preds:
             ann = self.coco.anns.get(pred['id'])
