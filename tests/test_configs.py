@@ -36,6 +36,7 @@ def test_config_builds(path, shapes_root, tmp_path):
     assert type(model.neck).__name__ == cfg.model.neck.type
     assert len(DATASETS.build(cfg.train_dataloader.dataset)) == 8
     assert len(DATASETS.build(cfg.val_dataloader.dataset)) > 0
+    assert _flushes_denormals(cfg)
 
 
 def test_the_aligner_ablation_is_a_config():
@@ -117,6 +118,13 @@ def _tiny_model(cfg: Config, tokenizer_dir: str) -> dict:
     return model
 
 
+def _flushes_denormals(cfg: Config) -> bool:
+    """The config keeps the runtime's FlushDenormalHook (a config that sets
+    its own custom_hooks replaces the runtime's list)."""
+    return any(h['type'] == 'FlushDenormalHook'
+               for h in cfg.get('custom_hooks', []))
+
+
 @pytest.fixture(scope='module')
 def built_models():
     """Each distinct tiny model is built once (most ablations only change
@@ -163,6 +171,7 @@ def test_paper_config_builds(path, tokenizer_dir, built_models):
                      for kind, name in _registry_names(cfg)
                      if registries[kind].get(name) is None)
     assert not unknown, f'unregistered names in {path.name}: {unknown}'
+    assert _flushes_denormals(cfg)
 
     strategy = cfg.get('strategy')
     if strategy is not None:  # the arguments fit the strategy

@@ -17,6 +17,7 @@ REGISTERED = {
     'METRICS': ['GroundingMetric'],
     'TRANSFORMS': ['LumenDetPrompts', 'LumenGroundPrompts',
                    'RandomFlipReferring'],
+    'HOOKS': ['FlushDenormalHook', 'TrainableCheckpointHook'],
 }
 
 

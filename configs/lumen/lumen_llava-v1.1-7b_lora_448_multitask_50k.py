@@ -106,7 +106,10 @@ default_hooks = dict(
                     max_keep_ckpts=5))
 # each log line averages the iterations since the previous one
 log_processor = dict(window_size=50)
-custom_hooks = [dict(type='TrainableCheckpointHook')]
+custom_hooks = [
+    dict(type='FlushDenormalHook'),
+    dict(type='TrainableCheckpointHook')
+]
 # VQA-only or pose-only batches leave the box-size maps (or the aligner)
 # without gradient on some ranks
 find_unused_parameters = True

@@ -1,9 +1,12 @@
-"""Training machinery: trainable-only checkpoints, distributed set-up."""
+"""Training machinery: trainable-only checkpoints, distributed set-up,
+subnormal floats flushed on the CPU."""
 from .checkpoint import (TrainableCheckpointHook, fill_frozen,
                          filter_trainable, load_trainable_checkpoint,
                          trainable_keys)
+from .denormal import FlushDenormalHook, flushes_denormals
 
 __all__ = [
-    'TrainableCheckpointHook', 'fill_frozen', 'filter_trainable',
-    'load_trainable_checkpoint', 'trainable_keys'
+    'FlushDenormalHook', 'TrainableCheckpointHook', 'fill_frozen',
+    'filter_trainable', 'flushes_denormals', 'load_trainable_checkpoint',
+    'trainable_keys'
 ]
