@@ -88,6 +88,44 @@ def test_ground_prompts_boxes_from_masks(shapes_root):
         assert box[2] == xs.max() + 1 and box[3] == ys.max() + 1
 
 
+def test_refcoco_resample_draws_one_sentence_per_object_each_fetch(
+        shapes_root):
+    import json
+    from collections import defaultdict
+
+    from mmengine.registry import init_default_scope
+
+    from lumen_mm.datasets import LumenRefCocoDataset
+    init_default_scope('mmdet')
+    common = dict(
+        data_root=str(shapes_root),
+        ann_file='annotations/instances_refs.json',
+        split_file='annotations/refs_shapes.p',
+        split='train',
+        data_prefix=dict(img_path=''))
+    every = LumenRefCocoDataset(text_mode='original', **common)
+    ds = LumenRefCocoDataset(text_mode='resample', **common)
+    assert len(ds) == len(every)
+    np.random.seed(0)
+    several = 0
+    for idx in range(len(ds)):
+        sentences = defaultdict(set)  # object (its mask) -> its sentences
+        info = every.get_data_info(idx)
+        for ins, text in zip(info['instances'], info['text']):
+            sentences[json.dumps(ins['mask'])].add(text)
+        several += sum(len(s) > 1 for s in sentences.values())
+        seen = defaultdict(set)
+        for _ in range(40):
+            got = ds.get_data_info(idx)
+            objects = [json.dumps(ins['mask']) for ins in got['instances']]
+            assert sorted(objects) == sorted(sentences)  # one per object
+            for obj, text in zip(objects, got['text']):
+                assert text in sentences[obj]
+                seen[obj].add(text)
+        assert seen == sentences  # every sentence comes up
+    assert several > 0  # the fixture has objects with several sentences
+
+
 def test_referring_flip_keeps_each_sentence_on_its_object():
     from mmdet.structures.mask import BitmapMasks
 

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 # lumen_mm modules that must be reachable by bare name in mmdet's registries.
 REGISTERED = {
     'MODELS': ['Lumen', 'TransformerDenseAligner', 'HeatmapHead'],
-    'DATASETS': ['LumenMultiTaskDataset'],
+    'DATASETS': ['LumenMultiTaskDataset', 'LumenRefCocoDataset'],
     'METRICS': ['GroundingMetric'],
     'TRANSFORMS': ['LumenDetPrompts', 'LumenGroundPrompts',
                    'RandomFlipReferring'],
