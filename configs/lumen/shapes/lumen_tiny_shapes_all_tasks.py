@@ -32,12 +32,13 @@ model = dict(
     # counting images (MAE 3.09 there, 3.86 at 0.4 and 3.16 at 0.3).
     test_cfg=dict(count=dict(score_thr=0.35)))
 # Seven tasks cost more per iteration than detection and grounding (more
-# prompts per image, SAM): 2400 iterations took 34 min 6 s on the 2-core
-# CPU (0.82 s per iteration) with subnormal floats flushed (the runtime's
-# FlushDenormalHook). Without the hook an iteration slowed to 1.5 s as the
-# model fitted, and this config trained 1300 iterations in 27-40 minutes;
-# 2400 against 1300 iterations (seed 0): bbox AP50 0.785 vs 0.690, Acc@0.5
-# 0.497 vs 0.442, count MAE 3.01 vs 3.27 (README).
+# prompts per image, SAM): 2400 iterations took 28-34 minutes on the 2-core
+# CPU (0.68-0.82 s per iteration) with subnormal floats flushed (the
+# runtime's FlushDenormalHook). Without the hook an iteration slowed to
+# 1.5 s as the model fitted, and this config trained 1300 iterations in
+# 27-40 minutes; 2400 against 1300 iterations (seed 0, sentences drawn
+# once): bbox AP50 0.785 vs 0.690, Acc@0.5 0.497 vs 0.442, count MAE 3.01
+# vs 3.27 (README).
 max_iters = 2400
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
@@ -46,15 +47,18 @@ param_scheduler = [
          eta_min_ratio=0.02),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-# One sentence per referred object, drawn once when the datasets load (see
-# the Shapes dataset base). Every sentence and the spatial context, which
-# lift grounding with detection alone, gained 0.03 Acc@0.5 here and lost
-# 1.5 in count MAE in 38 min 12 s (one run, AdamW betas (0.9, 0.95); with
-# the default betas it had a gradient spike and ended with pose AP 0.369;
-# README). With grounding sampled 0.32 as well, Acc@0.5 0.501:
-# lumen_tiny_shapes_all_tasks_more_grounding.py.
+# One sentence per referred object, drawn anew each time an image is
+# fetched (LumenRefCocoDataset's 'resample'), where mmdet's 'random' draws
+# one once, when the datasets load: every training sentence is seen, at one
+# prompt per object. Against 'random', seed 0 / 1: Acc@0.5 0.513 / 0.473 vs
+# 0.497 / 0.464 (README). Every sentence in one sample with the spatial
+# context, which lift grounding with detection alone, gained 0.03 Acc@0.5
+# here at 1300 iterations and lost 1.5 in count MAE (one run, AdamW betas
+# (0.9, 0.95); with the default betas it had a gradient spike and ended with
+# pose AP 0.369; README). With grounding sampled 0.32 as well, Acc@0.5
+# 0.501: lumen_tiny_shapes_all_tasks_more_grounding.py.
 train_dataloader = dict(
     dataset=dict(
         datasets=dict(
-            ground=dict(text_mode='random'),
-            refseg=dict(text_mode='random'))))
+            ground=dict(type='LumenRefCocoDataset', text_mode='resample'),
+            refseg=dict(type='LumenRefCocoDataset', text_mode='resample'))))
