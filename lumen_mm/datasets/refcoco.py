@@ -14,12 +14,12 @@ class LumenRefCocoDataset(RefCocoDataset):
 
     mmdet's ``'random'`` draws one sentence per referred object once, when
     the dataset loads, and keeps it for the whole run (on Lumen-Shapes 2473
-    of the 7430 training sentences are never seen, and the all-task model
-    learns the ones it sees by heart); ``'original'`` asks every sentence in
-    one sample, a prompt per sentence. ``'resample'`` draws one sentence per
-    object each time the image is fetched, as referring-segmentation
-    training commonly samples one sentence per object and iteration: every
-    sentence is seen, at one prompt per object. Other modes are mmdet's.
+    of the 7430 training sentences are never seen); ``'original'`` asks
+    every sentence in one sample, a prompt per sentence. ``'resample'``
+    draws one sentence per object each time the image is fetched, as
+    referring-segmentation training commonly samples one sentence per
+    object and iteration: every sentence is seen, at one prompt per object.
+    Other modes are mmdet's.
     """
 
     def __init__(self, *args, text_mode: str = 'random', **kwargs) -> None:
