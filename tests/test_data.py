@@ -60,17 +60,23 @@ def test_det_prompts_present_plus_absent_classes():
         LumenDetPrompts()(dict(gt_bboxes_labels=np.array([0])))
 
 
+def _shapes_refs(shapes_root, split: str) -> dict:
+    """Arguments of a RefCocoDataset over the Lumen-Shapes expressions."""
+    return dict(
+        data_root=str(shapes_root),
+        ann_file='annotations/instances_refs.json',
+        split_file='annotations/refs_shapes.p',
+        split=split,
+        data_prefix=dict(img_path=''))
+
+
 def test_ground_prompts_boxes_from_masks(shapes_root):
     from mmengine.registry import init_default_scope
 
     from mmdet.datasets import RefCocoDataset
     init_default_scope('mmdet')
     ds = RefCocoDataset(
-        data_root=str(shapes_root),
-        ann_file='annotations/instances_refs.json',
-        split_file='annotations/refs_shapes.p',
-        split='val',
-        data_prefix=dict(img_path=''),
+        **_shapes_refs(shapes_root, 'val'),
         text_mode='original',
         pipeline=[
             dict(type='LoadImageFromFile'),
@@ -97,14 +103,9 @@ def test_refcoco_resample_draws_one_sentence_per_object_each_fetch(
 
     from lumen_mm.datasets import LumenRefCocoDataset
     init_default_scope('mmdet')
-    common = dict(
-        data_root=str(shapes_root),
-        ann_file='annotations/instances_refs.json',
-        split_file='annotations/refs_shapes.p',
-        split='train',
-        data_prefix=dict(img_path=''))
-    every = LumenRefCocoDataset(text_mode='original', **common)
-    ds = LumenRefCocoDataset(text_mode='resample', **common)
+    refs = _shapes_refs(shapes_root, 'train')
+    every = LumenRefCocoDataset(text_mode='original', **refs)
+    ds = LumenRefCocoDataset(text_mode='resample', **refs)
     assert len(ds) == len(every)
     np.random.seed(0)
     several = 0
