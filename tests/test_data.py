@@ -131,28 +131,44 @@ def test_referring_flip_keeps_each_sentence_on_its_object():
     from mmdet.structures.mask import BitmapMasks
 
     from lumen_mm.datasets import LumenGroundPrompts, RandomFlipReferring
-    from lumen_mm.datasets.referring_flip import swap_left_right
+    from lumen_mm.datasets.referring_flip import flip_sentence
 
-    # two squares; the sentence refers to the left one
+    # two squares; the sentence refers to the upper left one
     img = np.zeros((20, 40, 3), np.uint8)
     mask = np.zeros((1, 20, 40), np.uint8)
-    mask[0, 5:11, 2:8] = 1
-    img[5:11, 2:8] = img[5:11, 30:36] = 255
+    mask[0, 2:8, 2:8] = 1
+    img[2:8, 2:8] = img[12:18, 30:36] = 255
     sample = dict(img=img, img_shape=(20, 40),
                   gt_masks=BitmapMasks(mask, 20, 40),
-                  text=['the left-most square'])
+                  text=['the left-most square, above the other'])
+
+    def flip(direction):
+        out = LumenGroundPrompts()(RandomFlipReferring(
+            prob=1., direction=direction)(dict(sample)))
+        return out['prompts'], out['gt_bboxes'].tensor.tolist(), out['img']
 
     kept = LumenGroundPrompts()(RandomFlipReferring(prob=0.)(dict(sample)))
-    assert kept['prompts'] == ['the left-most square']
-    assert kept['gt_bboxes'].tensor.tolist() == [[2., 5., 8., 11.]]
+    assert kept['prompts'] == sample['text']
+    assert kept['gt_bboxes'].tensor.tolist() == [[2., 2., 8., 8.]]
 
-    flipped = LumenGroundPrompts()(RandomFlipReferring(prob=1.)(dict(sample)))
-    # the referent is now the right-most square, and the sentence says so
-    assert flipped['prompts'] == ['the right-most square']
-    assert flipped['gt_bboxes'].tensor.tolist() == [[32., 5., 38., 11.]]
-    assert (flipped['img'][5:11, 32:38] == 255).all()
+    # the referent moves to the other side, and the sentence says so
+    prompts, boxes, flipped = flip('horizontal')
+    assert prompts == ['the right-most square, above the other']
+    assert boxes == [[32., 2., 38., 8.]]
+    assert (flipped[2:8, 32:38] == 255).all()
+    prompts, boxes, _ = flip('vertical')
+    assert prompts == ['the left-most square, below the other']
+    assert boxes == [[2., 12., 8., 18.]]
+    prompts, boxes, _ = flip('diagonal')
+    assert prompts == ['the right-most square, below the other']
+    assert boxes == [[32., 12., 38., 18.]]
 
-    assert swap_left_right('The star to the right of the leftmost cross') == \
+    assert flip_sentence('The star to the right of the leftmost cross') == \
         'The star to the left of the rightmost cross'
-    assert swap_left_right('Left one, not the bright top one') == \
+    assert flip_sentence('Left one, not the bright top one') == \
         'Right one, not the bright top one'
+    assert flip_sentence('Top-most star, below the upper cross, stop',
+                         'vertical') == \
+        'Bottom-most star, above the lower cross, stop'
+    with pytest.raises(ValueError, match='direction'):
+        flip_sentence('the top star', 'sideways')

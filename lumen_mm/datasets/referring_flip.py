@@ -1,45 +1,76 @@
-"""Horizontal flips for referring expressions."""
+"""Flips for referring expressions: the image and the words that name sides."""
 import re
-from typing import Optional
+from typing import List, Optional, Union
 
 from mmdet.datasets.transforms import RandomFlip
 from mmdet.registry import TRANSFORMS
 
-# "left", "right", "leftmost", "left-most", "to the right of"...
-_SIDE_WORD = re.compile(r'\b(left|right)(?=(most)?\b)', re.IGNORECASE)
-_MIRROR = {'left': 'right', 'right': 'left'}
+# The words a flip about each axis swaps: "left", "leftmost", "left-most",
+# "to the right of" for a horizontal flip; "top-most", "above", "upper"...
+# for a vertical one. A diagonal flip (both axes) swaps both sets.
+_SWAPS = {
+    'horizontal': {'left': 'right', 'right': 'left'},
+    'vertical': {'top': 'bottom', 'bottom': 'top', 'above': 'below',
+                 'below': 'above', 'upper': 'lower', 'lower': 'upper'},
+}
+_SWAPS['diagonal'] = {**_SWAPS['horizontal'], **_SWAPS['vertical']}
+_PATTERNS = {
+    direction: re.compile(r'\b(' + '|'.join(words) + r')(?=(most)?\b)',
+                          re.IGNORECASE)
+    for direction, words in _SWAPS.items()
+}
 
 
-def swap_left_right(sentence: str) -> str:
-    """The sentence that names the same object in the mirrored image."""
+def flip_sentence(sentence: str, direction: str = 'horizontal') -> str:
+    """The sentence that names the same object in the flipped image.
 
-    def mirror(match: re.Match) -> str:
+    Args:
+        sentence: a referring expression.
+        direction: the flip, as mmdet's ``RandomFlip`` names it:
+            ``'horizontal'``, ``'vertical'`` or ``'diagonal'`` (both).
+    """
+    if direction not in _SWAPS:
+        raise ValueError(f'Unknown flip direction {direction!r}; use one of '
+                         f'{sorted(_SWAPS)}.')
+    swaps = _SWAPS[direction]
+
+    def swap(match: re.Match) -> str:
         word = match.group(1)
-        swapped = _MIRROR[word.lower()]
+        swapped = swaps[word.lower()]
         return swapped.capitalize() if word[0].isupper() else swapped
 
-    return _SIDE_WORD.sub(mirror, sentence)
+    return _PATTERNS[direction].sub(swap, sentence)
 
 
 @TRANSFORMS.register_module()
 class RandomFlipReferring(RandomFlip):
-    """mmdet's horizontal ``RandomFlip`` that also mirrors the sentences.
+    """mmdet's ``RandomFlip`` that also flips the sentences.
 
     Flipping a grounding sample alone would make "the left-most square" name
     the wrong square; swapping "left" and "right" in every sentence of a
-    flipped image keeps each sentence on its object (referring-expression
-    models, e.g. MDETR, augment this way). Place it before
-    ``LumenGroundPrompts``, which reads the boxes from the flipped masks.
+    horizontally flipped image (and "above" and "below", "top" and "bottom"
+    of a vertically flipped one) keeps each sentence on its object
+    (referring-expression models, e.g. MDETR, augment this way). Place it
+    before ``LumenGroundPrompts``, which reads the boxes from the flipped
+    masks.
 
     Args:
-        prob: probability of flipping a sample.
+        prob: probability of flipping a sample; with several directions, a
+            list of one probability per direction, as for ``RandomFlip``.
+        direction: ``'horizontal'``, ``'vertical'``, ``'diagonal'`` or a
+            list of them.
     """
 
-    def __init__(self, prob: float = 0.5) -> None:
-        super().__init__(prob=prob, direction='horizontal')
+    def __init__(self,
+                 prob: Union[float, List[float]] = 0.5,
+                 direction: Union[str, List[str]] = 'horizontal') -> None:
+        super().__init__(prob=prob, direction=direction)
 
     def transform(self, results: dict) -> Optional[dict]:
         results = super().transform(results)
         if results['flip'] and 'text' in results:
-            results['text'] = [swap_left_right(t) for t in results['text']]
+            results['text'] = [
+                flip_sentence(t, results['flip_direction'])
+                for t in results['text']
+            ]
         return results
