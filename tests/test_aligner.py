@@ -141,3 +141,32 @@ def test_spatial_context_reaches_across_the_grid(after):
     # the boolean form of earlier versions names its replacement
     with pytest.raises(TypeError, match=r'use \(1,\)'):
         ConvDenseAligner(8, 4, num_convs=2, spatial_context=True)
+
+
+@pytest.mark.parametrize('position', [False, True])
+def test_position_lets_the_loc_state_point_at_a_place(position):
+    """On an image whose patches are all alike, "top" and "bottom" prompts
+    can only get their peaks at different cells when the aligner sees
+    where each patch is; it starts as the aligner without position."""
+    torch.manual_seed(0)
+    kwargs = dict(embed_dim=16, num_convs=1)
+    model = ConvDenseAligner(4, 4, position=position, **kwargs)
+    patches = torch.ones(1, 4, 12, 12)
+    loc = torch.eye(4)[:2]  # the two prompts' [LOC] states
+    torch.manual_seed(1)
+    plain = ConvDenseAligner(4, 4, **kwargs)
+    plain.load_state_dict(model.state_dict(), strict=False)
+    assert torch.equal(model(loc, patches, [0, 0])['heatmap'],
+                       plain(loc, patches, [0, 0])['heatmap'])
+    targets = torch.zeros(2, 1, 12, 12)
+    targets[0, 0, 3, 6] = targets[1, 0, 8, 6] = 1  # inside, off the border
+    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        heat = model(loc, patches, [0, 0])['heatmap']
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            heat, targets)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    peaks = heat.flatten(1).argmax(1)
+    assert (peaks.tolist() == [3 * 12 + 6, 8 * 12 + 6]) is position

@@ -227,6 +227,16 @@ class ConvDenseAligner(_AlignerBase):
     tell the left-most square or the bigger star. ``(1, )`` is the measured
     setting; a later convolution, whose features may peak at object centres
     rather than cover whole objects, is there to be tried.
+
+    ``position=True`` lets the ``[LOC]`` embedding weigh where each patch
+    is, as the paper's transformer aligner can through its position
+    embeddings: a second projection of the ``[LOC]`` embedding modulates
+    SAM's Fourier position embedding of every cell, added to the modulated
+    patch features. Detection, which does not care where an object is,
+    trains the projected patch features to drop their position (a linear
+    probe reads a patch's x and y from them with R^2 near 0), so "the
+    top-most object" otherwise has nothing to point at. The projection
+    starts at zero: the aligner starts as it would without it.
     """
 
     def __init__(self,
@@ -237,11 +247,18 @@ class ConvDenseAligner(_AlignerBase):
                  dilations: Optional[Sequence[int]] = None,
                  upsample: int = 1,
                  spatial_context: Sequence[int] = (),
+                 position: bool = False,
                  text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
                          init_cfg)
         self.convs = _conv_stack(embed_dim, num_convs, dilations)
+        if position:
+            self.pos_embed = PositionEmbeddingRandom(embed_dim // 2)
+            self.pos_proj = nn.Linear(embed_dim, embed_dim)
+            nn.init.zeros_(self.pos_proj.weight)
+            nn.init.zeros_(self.pos_proj.bias)
+        self.position = position
         if isinstance(spatial_context, bool):
             raise TypeError(
                 'spatial_context lists the convolutions (1-based) that the '
@@ -266,6 +283,9 @@ class ConvDenseAligner(_AlignerBase):
                 prompt_image: Sequence[int]) -> Dict[str, Tensor]:
         text, vision = self.project(loc_states, patch_feats, prompt_image)
         x = vision * text[:, :, None, None]
+        if self.position:
+            pe = self.pos_embed(vision.shape[-2:])[None]
+            x = x + pe * self.pos_proj(text)[:, :, None, None]
         # the stack holds (conv, GELU) pairs
         for i in range(len(self.convs) // 2):
             x = self.convs[2 * i:2 * i + 2](x)
