@@ -89,6 +89,21 @@ def test_demo_grounding_on_a_shapes_image(tiny_checkpoint, shapes_root,
     assert Image.open(outputs['pred']).size == Image.open(image).size
 
 
+def test_demo_pose_on_given_people(tiny_checkpoint, tmp_path, capsys):
+    config, checkpoint = tiny_checkpoint
+    photo = tmp_path / 'people.png'
+    Image.new('RGB', (120, 90), 'white').save(photo)
+    args = [str(photo), '--task', 'pose', '--config', config,
+            '--checkpoint', checkpoint, '--out-dir', str(tmp_path)]
+    outputs, printed = _run(
+        args + ['--person-bboxes', '10', '20', '40', '80', '60', '5', '90',
+                '45'], capsys)
+    assert printed.count('keypoints:') == 2
+    assert Image.open(outputs['pred']).size == (120, 90)
+    with pytest.raises(SystemExit):  # not four numbers per person
+        _run(args + ['--person-bboxes', '10', '20', '40'], capsys)
+
+
 def test_demo_needs_an_instruction_or_a_task(tmp_path):
     from lumen_mm.apis.demo import main
     image = tmp_path / 'x.png'

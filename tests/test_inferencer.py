@@ -196,6 +196,38 @@ def test_vqa_count_and_pose_calls(inferencer):
     # without names: the config's pose keypoints, else COCO's 17
     default = inferencer(_photo(90, 30), task='pose')
     assert default.pred_instances.keypoints.shape[1] == len(default.prompts)
+    # asked in words, as LumenPosePrompts trains them, not "left_hand"
+    assert pose.prompts == ['head', 'left hand', 'hip']
+
+
+def test_pose_crops_each_person_box(inferencer):
+    """Top-down: each person box is cropped (1.25 x the box) and its
+    keypoints come back inside that crop, in the image's pixels."""
+    boxes = [[10, 20, 40, 80], [60, 5, 90, 45]]
+    pose = inferencer(_photo(90, 120), task='pose', classes=['head', 'hip'],
+                      person_bboxes=boxes)
+    preds = pose.pred_instances
+    assert preds.keypoints.shape == (2, 2, 2)
+    assert preds.bboxes.tolist() == boxes
+    for (x1, y1, x2, y2), points in zip(boxes, preds.keypoints):
+        # the crop is square, 1.25 x the box's longer side
+        half = 1.25 * max(x2 - x1, y2 - y1) / 2
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        assert ((points[:, 0] - cx).abs() <= half + 1).all()
+        assert ((points[:, 1] - cy).abs() <= half + 1).all()
+    # images in a list take one list of boxes each
+    both = inferencer([_photo(90, 120)] * 2, task='pose', classes=['head'],
+                      person_bboxes=[boxes, boxes[:1]])
+    assert [len(s.pred_instances) for s in both] == [2, 1]
+    for bad, message in [([[5, 5, 2, 9]], 'x2 > x1'), ([], 'at least one'),
+                         ([[1, 2, 3]], 'x1, y1, x2, y2')]:
+        with pytest.raises(ValueError, match=message):
+            inferencer(_photo(90, 120), task='pose', person_bboxes=bad)
+    with pytest.raises(ValueError, match='2 images but person boxes for 1'):
+        inferencer([_photo(90, 120)] * 2, task='pose', person_bboxes=[boxes])
+    with pytest.raises(ValueError, match='takes none'):
+        inferencer(_photo(90, 120), task='det', classes=CLASSES,
+                   person_bboxes=boxes)
 
 
 @pytest.mark.parametrize('kwargs, message', [

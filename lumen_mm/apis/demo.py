@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--text', help='referring sentence (ground, refseg) or question (vqa)')
     parser.add_argument(
+        '--person-bboxes', type=float, nargs='+', metavar='X1 Y1 X2 Y2',
+        help='pose: the people to find keypoints on, four numbers per box in '
+        'the image\'s pixels (default: the whole image is one person)')
+    parser.add_argument(
         '--score-thr', type=float, default=0.3,
         help='draw instances above this score')
     parser.add_argument(
@@ -133,6 +137,13 @@ def main(argv: Optional[list] = None) -> Dict[str, str]:
                      'with --classes / --text')
     if not osp.isfile(args.image):
         parser.error(f'image not found: {args.image!r}')
+    person_bboxes = args.person_bboxes
+    if person_bboxes is not None:
+        if args.task != 'pose' or len(person_bboxes) % 4:
+            parser.error('--person-bboxes goes with --task pose, four '
+                         'numbers (x1 y1 x2 y2) per person')
+        person_bboxes = [person_bboxes[i:i + 4]
+                         for i in range(0, len(person_bboxes), 4)]
     inferencer = LumenInferencer(
         args.config, args.checkpoint, device=args.device, show_progress=False)
     outputs = run_demo(
@@ -145,7 +156,8 @@ def main(argv: Optional[list] = None) -> Dict[str, str]:
         instruction=args.instruction,
         task=args.task,
         classes=args.classes,
-        text=args.text)
+        text=args.text,
+        person_bboxes=person_bboxes)
     print(outputs['answer'])
     for kind in ('pred', 'heatmap'):
         if kind in outputs:

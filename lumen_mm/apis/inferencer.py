@@ -21,10 +21,12 @@ from mmdet.structures.bbox import HorizontalBoxes
 from mmengine.config import Config, ConfigDict
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar
 from PIL import Image, ImageOps
 
 from lumen_mm.datasets import LUMEN_META_KEYS
+from lumen_mm.datasets.prompts import keypoint_prompt
 from lumen_mm.engine.checkpoint import load_trainable_checkpoint
 
 ImageType = Union[str, Path, np.ndarray, Image.Image]
@@ -50,6 +52,9 @@ def _replaced(transform: dict) -> bool:
 
 
 META_KEYS = LUMEN_META_KEYS + ('pad_shape', 'return_heatmaps')
+# what a person crop adds: where it lies in the image
+POSE_META_KEYS = META_KEYS + ('input_center', 'input_scale', 'input_size',
+                              'person_bbox')
 
 
 def _first(node, match: Callable[[dict], bool]) -> Optional[dict]:
@@ -63,6 +68,26 @@ def _first(node, match: Callable[[dict], bool]) -> Optional[dict]:
         if found is not None:
             return found
     return None
+
+
+def _find_person_crop(cfg: Config) -> list:
+    """mmpose's top-down crop of the config's pose data
+    (``GetBBoxCenterScale``, ``TopdownAffine``); for a config without pose
+    data, that crop (1.25 x the box, mmpose's default) at the aligner's input
+    size."""
+    def is_crop(t):
+        return isinstance(t, dict) and str(t.get('type')).endswith(
+            ('GetBBoxCenterScale', 'TopdownAffine'))
+
+    found = _first(cfg.to_dict(),
+                   lambda d: any(is_crop(t) for t in d.get('pipeline') or []))
+    if found:
+        return [t for t in found['pipeline'] if is_crop(t)]
+    size = cfg.model.get('backbone', {}).get('aligner_image_size', 128)
+    return [
+        dict(type='mmpose.GetBBoxCenterScale', padding=1.25),
+        dict(type='mmpose.TopdownAffine', input_size=(size, size))
+    ]
 
 
 def config_keypoint_names(cfg: Config) -> Optional[List[str]]:
@@ -215,6 +240,10 @@ class LumenInferencer:
         self.pose_meta = config_pose_meta(cfg)
         self.model.to(device).eval()
         self.pipeline = self._build_pipeline(cfg)
+        # pose is top-down: each person box is cropped as in training
+        self.person_crop = Compose(_find_person_crop(cfg))
+        self.pack_person = Compose(
+            [dict(type='PackDetInputs', meta_keys=POSE_META_KEYS)])
         self.show_progress = show_progress
 
     @staticmethod
@@ -277,6 +306,8 @@ class LumenInferencer:
         if isinstance(classes, str):
             classes = [classes]
         classes = [str(c) for c in classes]
+        if task == 'pose':  # asked as the training prompts were
+            classes = [keypoint_prompt(c) for c in classes]
         if not classes or not all(c.strip() for c in classes):
             raise ValueError(f'Task {task!r} needs a non-empty list of '
                              '`classes` (names to look for), without empty '
@@ -303,6 +334,7 @@ class LumenInferencer:
                  task: Optional[str] = None,
                  classes: Optional[Sequence[str]] = None,
                  text: Optional[str] = None,
+                 person_bboxes=None,
                  return_heatmaps: bool = False,
                  batch_size: int = 1
                  ) -> Union[DetDataSample, List[DetDataSample]]:
@@ -316,8 +348,13 @@ class LumenInferencer:
                 pose: names to find; default: the checkpoint's classes; for
                 pose the config's keypoint names, else COCO's) or ``text``
                 (ground, refseg: a referring sentence; vqa: a question).
+            person_bboxes: pose only: the people to find keypoints on, as
+                (N, 4) x1, y1, x2, y2 boxes in the image's pixels (a list of
+                them for a list of images); each is cropped as in training
+                (top-down). Default: the whole image is one person.
             return_heatmaps: keep the (P, h, w) heatmaps in
-                ``sample.heatmaps`` (heatmap grid of the padded input).
+                ``sample.heatmaps`` (heatmap grid of the padded input; not
+                for pose, whose heatmaps lie in each person's crop).
             batch_size: images per forward pass.
 
         Returns:
@@ -332,6 +369,11 @@ class LumenInferencer:
         images = [images] if single else list(images)
         if not images:
             raise ValueError('No images given.')
+        if task == 'pose':
+            return self._pose(images, prompts, person_bboxes, single)
+        if person_bboxes is not None:
+            raise ValueError('`person_bboxes` are the people of the pose '
+                             f'task; task {task!r} takes none.')
         progress = (
             ProgressBar(len(images))
             if self.show_progress and len(images) > 1 else None)
@@ -365,6 +407,60 @@ class LumenInferencer:
             return_heatmaps=return_heatmaps,
             **copy.deepcopy(prompts))
         return self.pipeline(results)
+
+    def _pose(self, images: list, prompts: dict, person_bboxes,
+              single: bool) -> Union[DetDataSample, List[DetDataSample]]:
+        """Top-down pose: every person box of every image is cropped, run,
+        and its keypoints mapped back; one sample per image holds all its
+        people."""
+        boxes = self._person_boxes(images, person_bboxes, single)
+        results = []
+        for index, (image, image_boxes) in enumerate(zip(images, boxes)):
+            img = load_image(image)
+            crops = [self._crop_person(img, index, box, prompts)
+                     for box in image_boxes]
+            with torch.no_grad():
+                people = self.model.test_step(pseudo_collate(crops))
+            sample = people[0].cpu()
+            sample.set_metainfo(
+                dict(ori_shape=img.shape[:2], img_shape=img.shape[:2]))
+            sample.pred_instances = InstanceData.cat(
+                [p.pred_instances.cpu() for p in people])
+            results.append(self._to_image_frame(sample))
+        return results[0] if single else results
+
+    @staticmethod
+    def _person_boxes(images: list, person_bboxes, single: bool) -> list:
+        """(N, 4) float boxes per image; the whole image when none given."""
+        if person_bboxes is None:
+            return [[None]] * len(images)
+        per_image = [person_bboxes] if single else list(person_bboxes)
+        if len(per_image) != len(images):
+            raise ValueError(
+                f'{len(images)} images but person boxes for '
+                f'{len(per_image)}: give one (N, 4) array per image.')
+        boxes = []
+        for given in per_image:
+            b = np.asarray(given, np.float32)
+            if b.size == 0 or b.size % 4 or not (
+                    (b.reshape(-1, 4)[:, 2:] > b.reshape(-1, 4)[:, :2]).all()):
+                raise ValueError(
+                    f'Person boxes {b.tolist()}: give at least one x1, y1, '
+                    'x2, y2 box per image, with x2 > x1 and y2 > y1.')
+            boxes.append(b.reshape(-1, 4))
+        return boxes
+
+    def _crop_person(self, img: np.ndarray, index: int,
+                     box: Optional[np.ndarray], prompts: dict) -> dict:
+        h, w = img.shape[:2]
+        if box is None:
+            box = np.array([0, 0, w, h], np.float32)
+        results = self.person_crop(
+            dict(img=img, img_id=index, img_path=None, ori_shape=(h, w),
+                 bbox=box[None], bbox_score=np.ones(1, np.float32),
+                 person_bbox=box, **copy.deepcopy(prompts)))
+        results['img_shape'] = results['img'].shape[:2]
+        return self.pack_person(results)
 
     @staticmethod
     def _to_image_frame(sample: DetDataSample) -> DetDataSample:

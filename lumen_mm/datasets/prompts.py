@@ -120,6 +120,12 @@ class LumenCountPrompts(BaseTransform):
         return results
 
 
+def keypoint_prompt(name: str) -> str:
+    """A keypoint name as the prompt reads it: ``left_hand`` -> "left hand"
+    (the words the tokenizer knows, not an underscore between them)."""
+    return name.replace('_', ' ')
+
+
 @TRANSFORMS.register_module()
 class LumenPosePrompts(BaseTransform):
     """Top-down pose: one prompt per keypoint name about one person crop.
@@ -152,7 +158,7 @@ class LumenPosePrompts(BaseTransform):
             results['gt_bboxes_labels'] = np.flatnonzero(visible)
             results['gt_ignore_flags'] = np.zeros(len(xy), dtype=bool)
         results['task'] = 'pose'
-        results['prompts'] = [n.replace('_', ' ') for n in self.keypoint_names]
+        results['prompts'] = [keypoint_prompt(n) for n in self.keypoint_names]
         results['prompt_labels'] = list(range(len(self.keypoint_names)))
         return results
 
