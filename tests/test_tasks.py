@@ -116,17 +116,24 @@ def test_counting_counts_confident_peaks(built):
 @pytest.mark.parametrize('token, expected', [('[SEG]', 'seg'),
                                              ('[DET]', 'det'),
                                              ('[POINT]', 'pose'),
-                                             (None, 'text')])
+                                             (None, 'text'),
+                                             ('[SEG] without [LOC]', 'text')])
 def test_instruction_routed_by_generated_task_token(built, token, expected):
     model, _, val_set = built
     model.eval()
     lmm = model.backbone
     conv = lmm.conversation
     answer = conv._text(' Sure, the location is') + [lmm.loc_token_id]
-    if token is not None:
-        answer += conv._text('. The task output is') + [conv.token_id(token)]
-    else:
+    if token is None:
         answer = conv._text(' There are three shapes.')
+    elif token.endswith('without [LOC]'):
+        # as the tiny all-task model once answered "Find every cross."
+        answer = conv._text(' Sure, the location is') + [
+            conv.token_id('[REFSEG]')
+        ] + conv._text('. The task output is') + [conv.token_id('[SEG]')]
+    else:
+        answer += conv._text('. The task output is') + [conv.token_id(token)]
+    has_loc = lmm.loc_token_id in answer
     loc_state = torch.randn(lmm.text_dim)
     sample = val_set[0]
     sample['data_samples'].set_metainfo(
@@ -134,7 +141,7 @@ def test_instruction_routed_by_generated_task_token(built, token, expected):
              prompt_labels=[0]))
     original = lmm.generate
     lmm.generate = lambda *args, **kwargs: [
-        dict(ids=answer, loc_state=loc_state if token else None)
+        dict(ids=answer, loc_state=loc_state if has_loc else None)
     ]
     try:
         with torch.no_grad():

@@ -387,9 +387,11 @@ class Lumen(BaseDetector):
             for task, token in TASK_TOKENS.items()
         }
         routed = [token_task[t] for t in answer['ids'] if t in token_task]
-        sample.pred_task = routed[0] if routed else 'text'
+        # a task token without a [LOC] before it has nothing to locate
         if not routed or answer['loc_state'] is None:
+            sample.pred_task = 'text'
             return
+        sample.pred_task = routed[0]
         preds = self.neck(answer['loc_state'][None], out['patch_feats'], [i])
         preds = {k: v.float() for k, v in preds.items()}
         labels = torch.zeros(1, dtype=torch.long, device=inputs.device)
