@@ -334,7 +334,7 @@ class LumenInferencer:
                  task: Optional[str] = None,
                  classes: Optional[Sequence[str]] = None,
                  text: Optional[str] = None,
-                 person_bboxes=None,
+                 person_bboxes: Optional[Sequence] = None,
                  return_heatmaps: bool = False,
                  batch_size: int = 1
                  ) -> Union[DetDataSample, List[DetDataSample]]:
@@ -351,7 +351,8 @@ class LumenInferencer:
             person_bboxes: pose only: the people to find keypoints on, as
                 (N, 4) x1, y1, x2, y2 boxes in the image's pixels (a list of
                 them for a list of images); each is cropped as in training
-                (top-down). Default: the whole image is one person.
+                (top-down), and an image's people run as one batch.
+                Default: the whole image is one person.
             return_heatmaps: keep the (P, h, w) heatmaps in
                 ``sample.heatmaps`` (heatmap grid of the padded input; not
                 for pose, whose heatmaps lie in each person's crop).
