@@ -444,7 +444,7 @@ class LumenInferencer:
         for given in per_image:
             b = np.asarray(given, np.float32)
             if b.size == 0 or b.size % 4 or not (
-                    (b.reshape(-1, 4)[:, 2:] > b.reshape(-1, 4)[:, :2]).all()):
+                    b.reshape(-1, 4)[:, 2:] > b.reshape(-1, 4)[:, :2]).all():
                 raise ValueError(
                     f'Person boxes {b.tolist()}: give at least one x1, y1, '
                     'x2, y2 box per image, with x2 > x1 and y2 > y1.')
@@ -458,8 +458,8 @@ class LumenInferencer:
             box = np.array([0, 0, w, h], np.float32)
         results = self.person_crop(
             dict(img=img, img_id=index, img_path=None, ori_shape=(h, w),
-                 bbox=box[None], bbox_score=np.ones(1, np.float32),
-                 person_bbox=box, **copy.deepcopy(prompts)))
+                 bbox=box[None], person_bbox=box,
+                 **copy.deepcopy(prompts)))
         results['img_shape'] = results['img'].shape[:2]
         return self.pack_person(results)
 
