@@ -16,6 +16,14 @@ def conv(tokenizer_dir):
     return ConversationTemplate(tok, num_image_tokens=4)
 
 
+def test_description_ids_are_the_described_words(conv):
+    p = conv.location_prompt('ground', ' the star left of [LOC] ')
+    n = len(p.description_ids)
+    assert p.input_ids[p.prefix_len:p.prefix_len + n] == p.description_ids
+    assert conv.tokenizer.decode(p.description_ids) == \
+        ' the star left of [LOC]'
+    assert conv.token_id(LOC_TOKEN) not in p.description_ids
+
 def test_labels_cover_the_answer_only(conv):
     p = conv.location_prompt('det', 'red circle')
     tok = conv.tokenizer

@@ -41,6 +41,18 @@ def test_forward_backward_every_task(built):
     assert aligner_grad.abs().sum() > 0 and vision_grad.abs().sum() > 0
 
 
+def test_loc_words_loss_trains_the_llm_only(tiny_cfg):
+    tiny_cfg.model.loc_words_loss = dict(type='LocWordsLoss')
+    model, train_set, _ = _build(tiny_cfg)
+    batch = pseudo_collate([train_set[i] for i in range(4)])
+    losses = model.loss(**model.data_preprocessor(batch, training=True))
+    assert losses['loss_loc_words'] > 0
+    losses['loss_loc_words'].backward()
+    llm = model.backbone.hf_model.model.language_model
+    assert llm.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    assert model.loc_words_loss.probe.weight.grad.abs().sum() > 0
+    assert model.neck.text_proj[0].weight.grad is None
+
 def test_predict_boxes_in_image_and_labels_mapped(built):
     model, _, val_set = built
     model.eval()

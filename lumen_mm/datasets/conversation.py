@@ -49,6 +49,8 @@ class TokenizedPrompt:
     input_ids: List[int]
     labels: List[int]
     prefix_len: int  # tokens shared by all prompts about the same image
+    # the user's description (class name, sentence, keypoint name), if any
+    description_ids: List[int] = field(default_factory=list)
 
 
 @dataclass
@@ -124,7 +126,8 @@ class ConversationTemplate:
             raise ValueError('Empty description: give a class name or a '
                              'referring sentence to locate.')
         prefix = self.prefix_ids('\nPlease find the location of')
-        question = (self._user_text(' ' + description.strip()) + self._text(
+        words = self._user_text(' ' + description.strip())
+        question = (words + self._text(
             f'. Respond with {TASK_FORMATS[task]}. ASSISTANT:'))
         answer = self._text(' Sure, the location is') + [
             self.token_id(LOC_TOKEN)
@@ -135,7 +138,7 @@ class ConversationTemplate:
                        [self.tokenizer.eos_token_id])
         ids = prefix + question + answer
         labels = [IGNORE_INDEX] * (len(prefix) + len(question)) + answer
-        return TokenizedPrompt(ids, labels, len(prefix))
+        return TokenizedPrompt(ids, labels, len(prefix), words)
 
     def chat_prompt(self, turns: Sequence[Tuple[str, str]]) -> TokenizedPrompt:
         """A LLaVA-Instruct conversation (VQA): ``(question, answer)`` turns.

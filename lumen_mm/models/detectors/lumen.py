@@ -59,6 +59,9 @@ class Lumen(BaseDetector):
         bbox_head: :class:`HeatmapHead`.
         mask_head: :class:`SamMaskHead` for the mask tasks; None: no masks.
         loss_lm_weight: lambda_t of Eq. 5 (lambda_h lives in the head's loss).
+        loc_words_loss: :class:`LocWordsLoss`, for an LLM trained from
+            scratch (not in the paper); its ``text_dim``/``vocab_size`` are
+            filled in from the backbone. None: no such loss.
         aligner_features: ``'clip'``: the aligner reads the LMM's CLIP tower
             at high resolution (the paper's default); ``'sam'``: it reads the
             mask head's SAM image embeddings instead (Table 3c).
@@ -73,6 +76,7 @@ class Lumen(BaseDetector):
                  bbox_head: dict,
                  mask_head: Optional[dict] = None,
                  loss_lm_weight: float = 1.0,
+                 loc_words_loss: Optional[dict] = None,
                  aligner_features: str = 'clip',
                  max_new_tokens: int = 32,
                  train_cfg: Optional[dict] = None,
@@ -100,6 +104,11 @@ class Lumen(BaseDetector):
                 text_dim=self.backbone.text_dim,
                 vision_dim=vision_dim))
         self.loss_lm_weight = loss_lm_weight
+        self.loc_words_loss = MODELS.build(
+            dict(loc_words_loss,
+                 text_dim=self.backbone.text_dim,
+                 vocab_size=self.backbone.hf_model.get_input_embeddings()
+                 .num_embeddings)) if loc_words_loss else None
         self.max_new_tokens = max_new_tokens
         self.train_cfg = train_cfg or {}
         many = dict(topk=100, nms_iou=0.5, max_per_img=100)
@@ -210,11 +219,13 @@ class Lumen(BaseDetector):
         llm = self._run_llm(image_embeds, queries,
                             training) if queries else {}
         locate = [i for i, q in enumerate(queries) if q.locate]
-        preds = self.neck(llm['loc_states'][locate], patch_feats,
+        loc_states = llm['loc_states'][locate] if locate else None  # (P, D)
+        preds = self.neck(loc_states, patch_feats,
                           [queries[i].image for i in locate]) if locate else {}
         return dict(
             preds=preds,
             queries=[queries[i] for i in locate],
+            loc_states=loc_states,
             llm=llm,
             image_embeds=image_embeds,
             patch_feats=patch_feats,
@@ -235,6 +246,10 @@ class Lumen(BaseDetector):
             zero = out['patch_feats'].sum() * 0
             losses = dict(loss_heatmap=zero, loss_wh=zero)
         losses['loss_lm'] = out['llm']['loss_lm'] * self.loss_lm_weight
+        if self.loc_words_loss is not None:
+            losses['loss_loc_words'] = self.loc_words_loss(
+                out['loc_states'],
+                [q.tokens.description_ids for q in queries])
         if self.with_mask_loss:
             losses.update(self._mask_loss(inputs, data_samples))
         return losses

@@ -1,0 +1,3 @@
+from .loc_words_loss import LocWordsLoss
+
+__all__ = ['LocWordsLoss']
