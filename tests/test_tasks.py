@@ -45,7 +45,8 @@ def test_one_batch_of_every_task_trains(built):
     data = model.data_preprocessor(batch, training=True)
     losses = model.loss(**data)
     assert set(losses) == {
-        'loss_heatmap', 'loss_wh', 'loss_lm', 'loss_mask', 'loss_dice'
+        'loss_heatmap', 'loss_wh', 'loss_lm', 'loss_loc_words', 'loss_mask',
+        'loss_dice'
     }
     total = sum(losses.values())
     assert torch.isfinite(total)
@@ -63,6 +64,7 @@ def test_vqa_samples_carry_no_heatmap_loss(built):
     model.zero_grad()
     losses = model.loss(**data)
     assert losses['loss_heatmap'] == 0 and losses['loss_wh'] == 0
+    assert losses['loss_loc_words'] == 0  # no description to name
     assert losses['loss_lm'] > 0
     sum(losses.values()).backward()
     grad = model.neck.text_proj[0].weight.grad
