@@ -24,6 +24,7 @@ def test_description_ids_are_the_described_words(conv):
         ' the star left of [LOC]'
     assert conv.token_id(LOC_TOKEN) not in p.description_ids
 
+
 def test_labels_cover_the_answer_only(conv):
     p = conv.location_prompt('det', 'red circle')
     tok = conv.tokenizer

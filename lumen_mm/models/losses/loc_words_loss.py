@@ -12,12 +12,12 @@ class LocWordsLoss(nn.Module):
     """Cross entropy of a description's words, predicted from its ``[LOC]``
     state by a linear probe (not in the paper).
 
-    The paper's pretrained LLM already carries every word of an instruction
-    into ``[LOC]``. An LLM trained from scratch does not: the heatmap loss
-    alone teaches it the class word, while side, colour and anchor words
-    ("the left-most star", "the star below the red cross") never reach the
-    state, because the aligner cannot use a difference the state does not
-    yet have. This loss asks the state to name all of its description's
+    The paper's LLM is pretrained and knows the words of an instruction. A
+    tiny LLM trained from scratch on Lumen-Shapes learnt to carry only the
+    class word into ``[LOC]``; side, colour and anchor words ("the
+    left-most star", "the star below the red cross") did not reach the
+    state, since the aligner cannot use a difference the state does not
+    yet have, so the heatmap loss never asks for it. This loss asks the state to name all of its description's
     words (a bag of words: the target spreads evenly over the distinct
     tokens), so that they are there for the aligner to learn from. The
     probe is used in training only.
