@@ -53,6 +53,7 @@ def test_loc_words_loss_trains_the_llm_only(tiny_cfg):
     assert model.loc_words_loss.probe.weight.grad.abs().sum() > 0
     assert model.neck.text_proj[0].weight.grad is None
 
+
 def test_predict_boxes_in_image_and_labels_mapped(built):
     model, _, val_set = built
     model.eval()

@@ -17,10 +17,10 @@ class LocWordsLoss(nn.Module):
     class word into ``[LOC]``; side, colour and anchor words ("the
     left-most star", "the star below the red cross") did not reach the
     state, since the aligner cannot use a difference the state does not
-    yet have, so the heatmap loss never asks for it. This loss asks the state to name all of its description's
-    words (a bag of words: the target spreads evenly over the distinct
-    tokens), so that they are there for the aligner to learn from. The
-    probe is used in training only.
+    yet have, so the heatmap loss never asks for it. This loss asks the
+    state to name all of its description's words (a bag of words: the
+    target spreads evenly over the distinct tokens), so that they are there
+    for the aligner to learn from. The probe is used in training only.
 
     Args:
         text_dim: width of the ``[LOC]`` state (filled in by :class:`Lumen`).
