@@ -91,6 +91,43 @@ def test_upsampled_readout_gives_a_finer_grid():
         ConvDenseAligner(8, 4, upsample=0)
 
 
+def test_high_res_features_are_read_at_their_own_cells():
+    """With an additional high-resolution encoder the aligner starts as it
+    would without it; once its corrections train, one cell of the features
+    moves the maps of its image's prompts there and not elsewhere (with no
+    convolution after the fusion)."""
+    torch.manual_seed(0)
+    model = ConvDenseAligner(8, 4, embed_dim=8, num_convs=1, upsample=2,
+                             high_res_dim=3, high_res_embed_dim=6,
+                             high_res_convs=0)
+    loc, feats = torch.randn(3, 8), torch.randn(2, 4, 5, 6)
+    high_res = torch.randn(2, 3, 10, 12)
+    out = model(loc, feats, [0, 1, 1], high_res_feats=high_res)
+    assert out['heatmap'].shape == (3, 1, 10, 12)
+    assert out['wh'].shape == (3, 2, 10, 12)
+    moved = high_res.clone()
+    moved[1, :, 4, 7] += 3
+    same = model(loc, feats, [0, 1, 1], high_res_feats=moved)
+    assert torch.equal(same['heatmap'], out['heatmap'])
+    torch.nn.init.normal_(model.high_res_out.weight)
+    out = model(loc, feats, [0, 1, 1], high_res_feats=high_res)
+    changed = model(loc, feats, [0, 1, 1], high_res_feats=moved)
+    diff = (changed['heatmap'] - out['heatmap']).abs()[:, 0]
+    assert torch.equal(diff[0], torch.zeros_like(diff[0]))
+    assert (diff[1:, 4, 7] > 0).all()
+    diff[:, 4, 7] = 0
+    assert diff.max() == 0
+    # another grid is resized to the heatmap's
+    out = model(loc, feats, [0, 1, 1],
+                high_res_feats=torch.randn(2, 3, 20, 24))
+    assert out['heatmap'].shape == (3, 1, 10, 12)
+    with pytest.raises(ValueError, match='high_res_encoder'):
+        model(loc, feats, [0, 1, 1])
+    with pytest.raises(ValueError, match='high_res_encoder'):
+        ConvDenseAligner(8, 4, embed_dim=8)(loc, feats, [0, 1, 1],
+                                            high_res_feats=high_res)
+
+
 def test_spatial_context_pools_each_side_without_the_cell_itself():
     """One object at row 1, column 2 of a 4 x 5 grid: it lies to the left of
     the cells in columns 3-4 (every row), above rows 2-3, and anywhere for

@@ -132,3 +132,34 @@ def test_upsampled_readout_trains_and_predicts_at_half_stride(tiny_cfg):
     boxes = det.pred_instances.bboxes
     assert len(boxes) and (boxes[:, 2] <= w + 1e-3).all()
     assert (boxes[:, 3] <= h + 1e-3).all()
+
+
+def test_high_res_encoder_trains_with_the_aligner(tiny_cfg):
+    """mmdet's ResNet stem (stride 4) as the aligner's additional encoder:
+    the heatmap comes out at its grid and its loss reaches the encoder."""
+    tiny_cfg.model.neck.upsample = 2
+    tiny_cfg.model.high_res_encoder = dict(
+        type='ResNet', depth=18, num_stages=1, strides=(1, ),
+        dilations=(1, ), out_indices=(0, ), base_channels=8,
+        stem_channels=8, norm_eval=False)
+    model, train_set, val_set = _build(tiny_cfg)
+    assert model.neck.high_res_dim == 8
+    batch = pseudo_collate([train_set[i] for i in range(4)])
+    losses = model.loss(**model.data_preprocessor(batch, training=True))
+    losses['loss_heatmap'].backward()
+    # its corrections start at zero, so the encoder learns once they move
+    assert model.neck.high_res_out.weight.grad.abs().sum() > 0
+    torch.nn.init.normal_(model.neck.high_res_out.weight)
+    model.zero_grad()
+    losses = model.loss(**model.data_preprocessor(batch, training=True))
+    losses['loss_heatmap'].backward()
+    stem = model.high_res_encoder.conv1.weight.grad
+    assert stem is not None and stem.abs().sum() > 0
+    model.eval()
+    sample = val_set[0]
+    sample['data_samples'].set_metainfo(dict(return_heatmaps=True))
+    with torch.no_grad():
+        det, = model.test_step(pseudo_collate([sample]))
+    grid = model.backbone.aligner_image_size // model.backbone.patch_size
+    assert det.heatmaps.shape[-2:] == (2 * grid, 2 * grid)
+    assert len(det.pred_instances.bboxes)

@@ -65,6 +65,11 @@ class Lumen(BaseDetector):
         aligner_features: ``'clip'``: the aligner reads the LMM's CLIP tower
             at high resolution (the paper's default); ``'sam'``: it reads the
             mask head's SAM image embeddings instead (Table 3c).
+        high_res_encoder: an additional encoder of the input images whose
+            features the aligner reads beside the patches, e.g. mmdet's
+            ``ResNet`` with one stage (stride 4); its ``feat_dim`` fills in
+            the neck's ``high_res_dim``. The paper tried SAM's ViT as such
+            an additional backbone (Table 3c). None: the patches alone.
         max_new_tokens: answer length limit of VQA and instructions.
         test_cfg: per task ``dict(topk=..., nms_iou=..., max_per_img=...)``;
             counting adds ``score_thr``.
@@ -78,6 +83,7 @@ class Lumen(BaseDetector):
                  loss_lm_weight: float = 1.0,
                  loc_words_loss: Optional[dict] = None,
                  aligner_features: str = 'clip',
+                 high_res_encoder: Optional[dict] = None,
                  max_new_tokens: int = 32,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
@@ -98,6 +104,16 @@ class Lumen(BaseDetector):
         vision_dim = (self.mask_head.sam.prompt_encoder.embed_dim
                       if aligner_features == 'sam' else
                       self.backbone.vision_dim)
+        self.high_res_encoder = (MODELS.build(high_res_encoder)
+                                 if high_res_encoder else None)
+        if self.high_res_encoder is not None:
+            if not hasattr(self.high_res_encoder, 'feat_dim'):
+                raise ValueError(
+                    f'high_res_encoder {high_res_encoder["type"]!r} has no '
+                    '`feat_dim` (the channels of its last output) to fill in '
+                    "the neck's high_res_dim: use mmdet's ResNet, or give "
+                    'the encoder a feat_dim attribute.')
+            neck = dict(neck, high_res_dim=self.high_res_encoder.feat_dim)
         self.neck = MODELS.build(
             dict(
                 neck,
@@ -215,13 +231,16 @@ class Lumen(BaseDetector):
         image_embeds, patch_feats = self.backbone.encode_images(inputs)
         if self.aligner_features == 'sam':
             patch_feats = self.mask_head.encode(inputs)
+        high_res_feats = (self.high_res_encoder(inputs)[-1]
+                          if self.high_res_encoder is not None else None)
         queries = self._queries(data_samples, training, inputs.device)
         llm = self._run_llm(image_embeds, queries,
                             training) if queries else {}
         locate = [i for i, q in enumerate(queries) if q.locate]
         loc_states = llm['loc_states'][locate] if locate else None  # (P, D)
-        preds = self.neck(loc_states, patch_feats,
-                          [queries[i].image for i in locate]) if locate else {}
+        preds = self._align(
+            loc_states, patch_feats, high_res_feats,
+            [queries[i].image for i in locate]) if locate else {}
         return dict(
             preds=preds,
             queries=[queries[i] for i in locate],
@@ -229,8 +248,18 @@ class Lumen(BaseDetector):
             llm=llm,
             image_embeds=image_embeds,
             patch_feats=patch_feats,
+            high_res_feats=high_res_feats,
             # SAM's embeddings, when the aligner already computed them
             sam_embeds=patch_feats if self.aligner_features == 'sam' else None)
+
+    def _align(self, loc_states: Tensor, patch_feats: Tensor,
+               high_res_feats: Optional[Tensor],
+               prompt_image: Sequence[int]) -> Dict[str, Tensor]:
+        """The aligner on each ``[LOC]`` state and its image's features."""
+        if high_res_feats is None:
+            return self.neck(loc_states, patch_feats, prompt_image)
+        return self.neck(loc_states, patch_feats, prompt_image,
+                         high_res_feats=high_res_feats)
 
     # -- mmdet API ----------------------------------------------------------
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
@@ -243,7 +272,9 @@ class Lumen(BaseDetector):
                                          [q.point for q in queries],
                                          [q.image for q in queries])
         else:  # a batch of VQA only
-            zero = out['patch_feats'].sum() * 0
+            zero = sum(f.sum() * 0 for f in (out['patch_feats'],
+                                             out['high_res_feats'])
+                       if f is not None)
             losses = dict(loss_heatmap=zero, loss_wh=zero)
         losses['loss_lm'] = out['llm']['loss_lm'] * self.loss_lm_weight
         if self.loc_words_loss is not None:
@@ -407,7 +438,8 @@ class Lumen(BaseDetector):
             sample.pred_task = 'text'
             return
         sample.pred_task = routed[0]
-        preds = self.neck(answer['loc_state'][None], out['patch_feats'], [i])
+        preds = self._align(answer['loc_state'][None], out['patch_feats'],
+                            out['high_res_feats'], [i])
         preds = {k: v.float() for k, v in preds.items()}
         labels = torch.zeros(1, dtype=torch.long, device=inputs.device)
         self._decode(inputs, i, sample, sample.pred_task, preds, labels,

@@ -237,6 +237,15 @@ class ConvDenseAligner(_AlignerBase):
     probe reads a patch's x and y from them with R^2 near 0), so "the
     top-most object" otherwise has nothing to point at. The projection
     starts at zero: the aligner starts as it would without it.
+
+    ``high_res_dim`` > 0 reads one more input: features of the image from
+    an additional high-resolution encoder (the paper's Table 3c adds SAM's
+    ViT for that), ``high_res_dim`` channels at the heatmap's grid. The
+    ``[LOC]`` embedding modulates them as it does the patches, they are
+    added to the patch features read out at that grid, and
+    ``high_res_embed_dim``-wide 3x3 convolutions give corrections to the
+    heatmap and wh maps, zero at first: a patch's features then need not
+    hold the shape of an object smaller than the patch.
     """
 
     def __init__(self,
@@ -248,6 +257,9 @@ class ConvDenseAligner(_AlignerBase):
                  upsample: int = 1,
                  spatial_context: Sequence[int] = (),
                  position: bool = False,
+                 high_res_dim: int = 0,
+                 high_res_embed_dim: int = 32,
+                 high_res_convs: int = 1,
                  text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
@@ -278,9 +290,34 @@ class ConvDenseAligner(_AlignerBase):
         self.heat_conv = nn.Conv2d(embed_dim, upsample**2, 1)
         self.wh_conv = nn.Conv2d(embed_dim, 2 * upsample**2, 1)
         nn.init.constant_(self.heat_conv.bias, FOCAL_PRIOR_BIAS)
+        self.high_res_dim = high_res_dim
+        if high_res_dim:
+            # the patch features, each patch as upsample x upsample cells
+            self.patch_readout = nn.Conv2d(
+                embed_dim, high_res_embed_dim * upsample**2, 1)
+            self.high_res_proj = nn.Sequential(
+                nn.Conv2d(high_res_dim, high_res_embed_dim, 1), nn.GELU(),
+                nn.Conv2d(high_res_embed_dim, high_res_embed_dim, 1))
+            self.high_res_text = nn.Linear(embed_dim, high_res_embed_dim)
+            self.high_res_convs = _conv_stack(high_res_embed_dim,
+                                              high_res_convs)
+            # heatmap and wh corrections, zero at first: the aligner starts
+            # as it would without the high-resolution features
+            self.high_res_out = nn.Conv2d(high_res_embed_dim, 3, 1)
+            nn.init.zeros_(self.high_res_out.weight)
+            nn.init.zeros_(self.high_res_out.bias)
 
-    def forward(self, loc_states: Tensor, patch_feats: Tensor,
-                prompt_image: Sequence[int]) -> Dict[str, Tensor]:
+    def forward(self,
+                loc_states: Tensor,
+                patch_feats: Tensor,
+                prompt_image: Sequence[int],
+                high_res_feats: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        if bool(self.high_res_dim) != (high_res_feats is not None):
+            raise ValueError(
+                f'This aligner has high_res_dim={self.high_res_dim}, but '
+                f'high_res_feats were {"not " * (high_res_feats is None)}'
+                'given: configure Lumen\'s high_res_encoder together with '
+                'the neck\'s high_res_dim (Lumen fills it in).')
         text, vision = self.project(loc_states, patch_feats, prompt_image)
         x = vision * text[:, :, None, None]
         if self.position:
@@ -291,6 +328,24 @@ class ConvDenseAligner(_AlignerBase):
             x = self.convs[2 * i:2 * i + 2](x)
             if str(i + 1) in self.contexts:
                 x = x + self.contexts[str(i + 1)](x)
-        return dict(
-            heatmap=F.pixel_shuffle(self.heat_conv(x), self.upsample),
-            wh=F.pixel_shuffle(self.wh_conv(x), self.upsample))
+        heatmap = F.pixel_shuffle(self.heat_conv(x), self.upsample)
+        wh = F.pixel_shuffle(self.wh_conv(x), self.upsample)
+        if self.high_res_dim:
+            fine = self._high_res(x, text, high_res_feats, prompt_image)
+            heatmap, wh = heatmap + fine[:, :1], wh + fine[:, 1:]
+        return dict(heatmap=heatmap, wh=wh)
+
+    def _high_res(self, x: Tensor, text: Tensor, high_res_feats: Tensor,
+                  prompt_image: Sequence[int]) -> Tensor:
+        """Heatmap and wh corrections at the heatmap's grid: the patch
+        features there, plus the high-resolution features modulated by the
+        ``[LOC]`` embedding, through 3x3 convolutions."""
+        x = F.pixel_shuffle(self.patch_readout(x), self.upsample)
+        if high_res_feats.shape[-2:] != x.shape[-2:]:
+            high_res_feats = F.interpolate(
+                high_res_feats, x.shape[-2:], mode='bilinear',
+                align_corners=False)
+        index = torch.as_tensor(prompt_image, device=x.device)
+        fine = self.high_res_proj(high_res_feats)[index]
+        x = F.gelu(x + fine * self.high_res_text(text)[:, :, None, None])
+        return self.high_res_out(self.high_res_convs(x))
