@@ -39,6 +39,19 @@ def test_multitask_rates_and_coverage():
     assert [again[i] for i in range(len(ds))] == items
 
 
+def test_multitask_epoch_has_num_samples_whatever_the_rates():
+    """Rounding each task's share alone gives 9 of 8 here (1.92, 0.96, 1.6,
+    0.96, 0.56, 1.52, 0.48 round to 2, 1, 2, 1, 1, 2, 0)."""
+    rates = dict(det=0.24, seg=0.12, count=0.20, ground=0.12, refseg=0.07,
+                 pose=0.19, vqa=0.06)
+    ds = LumenMultiTaskDataset(
+        datasets={t: _Toy(t, 5) for t in rates}, sample_rates=rates,
+        num_samples=8)
+    assert len(ds) == 8
+    for task, count in ds.counts().items():
+        assert abs(count - rates[task] * 8) < 1
+
+
 def test_multitask_rejects_rates_without_dataset():
     with pytest.raises(KeyError, match='pose'):
         LumenMultiTaskDataset(datasets=dict(det=_Toy('det', 2)),

@@ -13,10 +13,11 @@ class LumenMultiTaskDataset:
 
     The paper samples detection, grounding, pose and VQA at 0.56 / 0.19 /
     0.19 / 0.06. Index ``i`` of this dataset maps to a fixed (task, item)
-    pair: a seeded permutation assigns ``round(r_k * num_samples)`` indices to
-    task ``k``, and those walk through the task's dataset in order, so that an
-    epoch covers every task dataset evenly and a resumed run sees the same
-    samples. Shuffling is the sampler's job.
+    pair: a seeded permutation assigns ``r_k * num_samples`` indices
+    (rounded so that they sum to ``num_samples``) to task ``k``, and those
+    walk through the task's dataset in order, so that an epoch covers every
+    task dataset evenly and a resumed run sees the same samples. Shuffling
+    is the sampler's job.
 
     Args:
         datasets: task name -> dataset config (or dataset).
@@ -40,7 +41,12 @@ class LumenMultiTaskDataset:
             for t, cfg in datasets.items() if t in self.tasks
         }
         rates = np.array([sample_rates[t] for t in self.tasks], float)
-        counts = np.round(rates / rates.sum() * num_samples).astype(int)
+        # largest remainders: the counts sum to num_samples, where rounding
+        # each share may miss by one per task
+        shares = rates / rates.sum() * num_samples
+        counts = np.floor(shares).astype(int)
+        short = num_samples - counts.sum()
+        counts[np.argsort(counts - shares, kind='stable')[:short]] += 1
         task_of = np.repeat(np.arange(len(self.tasks)), counts)
         order = np.random.default_rng(seed).permutation(len(task_of))
         self._task = task_of[order]
