@@ -93,13 +93,17 @@ def test_upsampled_readout_gives_a_finer_grid():
 
 def test_high_res_features_are_read_at_their_own_cells():
     """With an additional high-resolution encoder the aligner starts as it
-    would without it; once its corrections train, one cell of the features
-    moves the maps of its image's prompts there and not elsewhere (with no
-    convolution after the fusion)."""
-    torch.manual_seed(0)
-    model = ConvDenseAligner(8, 4, embed_dim=8, num_convs=1, upsample=2,
-                             high_res_dim=3, high_res_embed_dim=6,
-                             high_res_convs=0)
+    would without it (``high_res_zero_init``); otherwise one cell of the
+    features moves the maps of its image's prompts there and not elsewhere
+    (with no convolution after the fusion)."""
+    def build(zero_init):
+        torch.manual_seed(0)
+        return ConvDenseAligner(8, 4, embed_dim=8, num_convs=1, upsample=2,
+                                high_res_dim=3, high_res_embed_dim=6,
+                                high_res_convs=0,
+                                high_res_zero_init=zero_init)
+
+    model = build(True)
     loc, feats = torch.randn(3, 8), torch.randn(2, 4, 5, 6)
     high_res = torch.randn(2, 3, 10, 12)
     out = model(loc, feats, [0, 1, 1], high_res_feats=high_res)
@@ -109,7 +113,7 @@ def test_high_res_features_are_read_at_their_own_cells():
     moved[1, :, 4, 7] += 3
     same = model(loc, feats, [0, 1, 1], high_res_feats=moved)
     assert torch.equal(same['heatmap'], out['heatmap'])
-    torch.nn.init.normal_(model.high_res_out.weight)
+    model = build(False)
     out = model(loc, feats, [0, 1, 1], high_res_feats=high_res)
     changed = model(loc, feats, [0, 1, 1], high_res_feats=moved)
     diff = (changed['heatmap'] - out['heatmap']).abs()[:, 0]

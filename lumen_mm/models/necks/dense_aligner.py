@@ -244,8 +244,10 @@ class ConvDenseAligner(_AlignerBase):
     ``[LOC]`` embedding modulates them as it does the patches, they are
     added to the patch features read out at that grid, and
     ``high_res_embed_dim``-wide 3x3 convolutions give corrections to the
-    heatmap and wh maps, zero at first: a patch's features then need not
-    hold the shape of an object smaller than the patch.
+    heatmap and wh maps: a patch's features then need not hold the shape of
+    an object smaller than the patch. ``high_res_zero_init`` starts the
+    corrections at zero, so that the aligner starts as it would without
+    them; no gradient then reaches the encoder until they move.
     """
 
     def __init__(self,
@@ -260,6 +262,7 @@ class ConvDenseAligner(_AlignerBase):
                  high_res_dim: int = 0,
                  high_res_embed_dim: int = 32,
                  high_res_convs: int = 1,
+                 high_res_zero_init: bool = True,
                  text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
@@ -301,11 +304,11 @@ class ConvDenseAligner(_AlignerBase):
             self.high_res_text = nn.Linear(embed_dim, high_res_embed_dim)
             self.high_res_convs = _conv_stack(high_res_embed_dim,
                                               high_res_convs)
-            # heatmap and wh corrections, zero at first: the aligner starts
-            # as it would without the high-resolution features
+            # heatmap and wh corrections
             self.high_res_out = nn.Conv2d(high_res_embed_dim, 3, 1)
-            nn.init.zeros_(self.high_res_out.weight)
-            nn.init.zeros_(self.high_res_out.bias)
+            if high_res_zero_init:
+                nn.init.zeros_(self.high_res_out.weight)
+                nn.init.zeros_(self.high_res_out.bias)
 
     def forward(self,
                 loc_states: Tensor,
