@@ -163,3 +163,14 @@ def test_high_res_encoder_trains_with_the_aligner(tiny_cfg):
     grid = model.backbone.aligner_image_size // model.backbone.patch_size
     assert det.heatmaps.shape[-2:] == (2 * grid, 2 * grid)
     assert len(det.pred_instances.bboxes)
+
+
+def test_high_res_encoder_needs_an_aligner_that_reads_it(tiny_cfg):
+    tiny_cfg.model.neck = dict(type='TransformerDenseAligner', embed_dim=32,
+                               depth=1, num_heads=2, mlp_dim=64)
+    tiny_cfg.model.high_res_encoder = dict(
+        type='ResNet', depth=18, num_stages=1, strides=(1, ),
+        dilations=(1, ), out_indices=(0, ), base_channels=8,
+        stem_channels=8)
+    with pytest.raises(ValueError, match='ConvDenseAligner'):
+        _build(tiny_cfg)

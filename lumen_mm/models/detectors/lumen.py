@@ -1,4 +1,5 @@
 """Lumen as an mmdet detector: LMM -> dense aligner -> task decoding."""
+import inspect
 from collections import defaultdict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -107,6 +108,14 @@ class Lumen(BaseDetector):
         self.high_res_encoder = (MODELS.build(high_res_encoder)
                                  if high_res_encoder else None)
         if self.high_res_encoder is not None:
+            neck_type = MODELS.get(neck['type']) if isinstance(
+                neck['type'], str) else neck['type']
+            if 'high_res_dim' not in inspect.signature(neck_type).parameters:
+                raise ValueError(
+                    f'high_res_encoder needs an aligner that reads its '
+                    f'features, but the neck is {neck_type.__name__}: use '
+                    "neck=dict(type='ConvDenseAligner', ...) or drop "
+                    'high_res_encoder.')
             if not hasattr(self.high_res_encoder, 'feat_dim'):
                 raise ValueError(
                     f'high_res_encoder {high_res_encoder["type"]!r} has no '
