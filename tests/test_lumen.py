@@ -5,6 +5,12 @@ import pytest
 import torch
 from mmengine.dataset import pseudo_collate
 
+# mmdet's ResNet cut to its stem and first stage (stride 4), 8 channels: the
+# aligner's additional high-resolution encoder
+TINY_RESNET = dict(
+    type='ResNet', depth=18, num_stages=1, strides=(1, ), dilations=(1, ),
+    out_indices=(0, ), base_channels=8, stem_channels=8, norm_eval=False)
+
 
 def _build(cfg):
     from mmengine.registry import init_default_scope
@@ -114,6 +120,15 @@ def test_two_iterations_through_the_runner(tiny_cfg):
     assert 'shapes_ground/grounding/acc@0.5' in metrics
 
 
+def _predict_with_heatmaps(model, sample):
+    """The model's prediction for one dataset sample, heatmaps included."""
+    model.eval()
+    sample['data_samples'].set_metainfo(dict(return_heatmaps=True))
+    with torch.no_grad():
+        det, = model.test_step(pseudo_collate([sample]))
+    return det
+
+
 def test_upsampled_readout_trains_and_predicts_at_half_stride(tiny_cfg):
     tiny_cfg.model.neck.upsample = 2
     model, train_set, val_set = _build(tiny_cfg)
@@ -121,11 +136,7 @@ def test_upsampled_readout_trains_and_predicts_at_half_stride(tiny_cfg):
     batch = pseudo_collate([train_set[i] for i in range(4)])
     losses = model.loss(**model.data_preprocessor(batch, training=True))
     assert all(torch.isfinite(v) for v in losses.values())
-    model.eval()
-    sample = val_set[0]
-    sample['data_samples'].set_metainfo(dict(return_heatmaps=True))
-    with torch.no_grad():
-        det, = model.test_step(pseudo_collate([sample]))
+    det = _predict_with_heatmaps(model, val_set[0])
     grid = model.backbone.aligner_image_size // model.backbone.patch_size
     assert det.heatmaps.shape[-2:] == (2 * grid, 2 * grid)
     h, w = det.ori_shape
@@ -138,10 +149,7 @@ def test_high_res_encoder_trains_with_the_aligner(tiny_cfg):
     """mmdet's ResNet stem (stride 4) as the aligner's additional encoder:
     the heatmap comes out at its grid and its loss reaches the encoder."""
     tiny_cfg.model.neck.upsample = 2
-    tiny_cfg.model.high_res_encoder = dict(
-        type='ResNet', depth=18, num_stages=1, strides=(1, ),
-        dilations=(1, ), out_indices=(0, ), base_channels=8,
-        stem_channels=8, norm_eval=False)
+    tiny_cfg.model.high_res_encoder = copy.deepcopy(TINY_RESNET)
     model, train_set, val_set = _build(tiny_cfg)
     assert model.neck.high_res_dim == 8
     batch = pseudo_collate([train_set[i] for i in range(4)])
@@ -155,11 +163,7 @@ def test_high_res_encoder_trains_with_the_aligner(tiny_cfg):
     losses['loss_heatmap'].backward()
     stem = model.high_res_encoder.conv1.weight.grad
     assert stem is not None and stem.abs().sum() > 0
-    model.eval()
-    sample = val_set[0]
-    sample['data_samples'].set_metainfo(dict(return_heatmaps=True))
-    with torch.no_grad():
-        det, = model.test_step(pseudo_collate([sample]))
+    det = _predict_with_heatmaps(model, val_set[0])
     grid = model.backbone.aligner_image_size // model.backbone.patch_size
     assert det.heatmaps.shape[-2:] == (2 * grid, 2 * grid)
     assert len(det.pred_instances.bboxes)
@@ -168,9 +172,6 @@ def test_high_res_encoder_trains_with_the_aligner(tiny_cfg):
 def test_high_res_encoder_needs_an_aligner_that_reads_it(tiny_cfg):
     tiny_cfg.model.neck = dict(type='TransformerDenseAligner', embed_dim=32,
                                depth=1, num_heads=2, mlp_dim=64)
-    tiny_cfg.model.high_res_encoder = dict(
-        type='ResNet', depth=18, num_stages=1, strides=(1, ),
-        dilations=(1, ), out_indices=(0, ), base_channels=8,
-        stem_channels=8)
+    tiny_cfg.model.high_res_encoder = copy.deepcopy(TINY_RESNET)
     with pytest.raises(ValueError, match='ConvDenseAligner'):
         _build(tiny_cfg)
