@@ -29,8 +29,9 @@ model = dict(
     # encoder from the first step (counting alone with a 16-channel encoder
     # and a 32-wide correction: count MAE 1.81 vs 2.24; README).
     neck=dict(high_res_embed_dim=64, high_res_zero_init=False),
-    # chosen on the first 300 training counting images (MAE 1.11 / 1.40 there
-    # at seeds 0 / 1; 1.31 / 1.66 at 0.45, 1.37 / 1.71 at 0.55)
+    # chosen on the first 300 training counting images (MAE 1.11 / 1.40 /
+    # 1.28 there at seeds 0 / 1 / 2; 1.31 / 1.66 / 1.27 at 0.45, 1.37 / 1.71
+    # / 1.69 at 0.55)
     test_cfg=dict(count=dict(score_thr=0.5)))
 train_dataloader = dict(
     dataset=dict(sample_rates=dict(det=0.16, seg=0.08, count=0.32)))
