@@ -8,7 +8,7 @@
 # "Counting samples for the time"): counting is sampled 0.45 and detection,
 # instance segmentation and pose 0.12 / 0.06 / 0.12 (main config: 0.10 and
 # 0.30 / 0.16 / 0.19). A counting image asks one prompt, a detection or pose
-# image six or seven: an iteration costs 12% less than with the previous
+# image six or seven: an iteration costs 8-12% less than with the previous
 # mix (counting 0.32; detection, instance segmentation and pose 0.16 / 0.08
 # / 0.19), and 3000 of them give counting 21600 samples, more than the
 # 20800 with which counting alone reached MAE 0.88.
@@ -17,8 +17,8 @@
 # counting 0.32 for 2400 iterations: 1.62 / 1.77), bbox AP50 0.785 / 0.799,
 # segm AP50 0.757 / 0.764, Acc@0.5 0.724 / 0.712, cIoU 0.544 / 0.527, pose
 # AP 0.969 / 0.973, VQA 0.396 / 0.361. Training took 46 minutes on a slow
-# day, on which the previous mix took 14% longer per iteration (about 43
-# minutes for its 2400 iterations): over the 40-minute budget there.
+# day, over the 40-minute budget; the previous mix would have taken about
+# 43 minutes for its 2400 iterations then, against 31-33 on earlier days.
 _base_ = './lumen_tiny_shapes_all_tasks.py'
 model = dict(
     high_res_encoder=dict(
