@@ -13,6 +13,7 @@ import re
 
 import pytest
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
 
 from conftest import REPO, tiny_config
 
@@ -37,6 +38,8 @@ def test_config_builds(path, shapes_root, tmp_path):
     assert len(DATASETS.build(cfg.train_dataloader.dataset)) == 8
     assert len(DATASETS.build(cfg.val_dataloader.dataset)) > 0
     assert _flushes_denormals(cfg)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert type(wrapper).__name__ == cfg.optim_wrapper.type
 
 
 def test_the_aligner_ablation_is_a_config():

@@ -136,7 +136,8 @@ def test_smoke_missing_config_is_a_clear_error():
     assert 'config file not found' in str(exc.value.code)
 
 
-def test_train_args_resume_and_amp():
+def test_train_args_resume_and_amp(monkeypatch):
+    import torch
     from mmengine.config import Config
 
     from lumen_mm.cli.train import apply_train_args, build_parser
@@ -146,9 +147,15 @@ def test_train_args_resume_and_amp():
         args = build_parser().parse_args(['c.py', *flags])
         return apply_train_args(cfg, args)
 
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     cfg = applied('--resume', '--amp')
     assert cfg.resume is True and cfg.load_from is None
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    # without CUDA: bfloat16 autocast on the CPU, no loss scaling
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = applied('--amp')
+    assert cfg.optim_wrapper.type == 'CpuAmpOptimWrapper'
+    assert 'loss_scale' not in cfg.optim_wrapper
     cfg = applied('--resume', 'ckpt.pth')
     assert cfg.resume is True and cfg.load_from == 'ckpt.pth'
     assert 'resume' not in applied()

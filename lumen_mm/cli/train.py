@@ -2,6 +2,7 @@
 import argparse
 from typing import Optional
 
+import torch
 from mmengine.config import Config
 
 from lumen_mm.cli import add_common_args, build_runner, load_config, parse_args
@@ -15,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='enable automatic-mixed-precision training')
+        help='enable automatic-mixed-precision training (on a machine '
+        'without CUDA: bfloat16 autocast, CpuAmpOptimWrapper)')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -33,9 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def apply_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply ``--amp``, ``--auto-scale-lr`` and ``--resume`` to ``cfg``."""
-    if args.amp:
+    if args.amp and torch.cuda.is_available():
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
+    elif args.amp:  # mmengine's AmpOptimWrapper refuses to run on the CPU
+        cfg.optim_wrapper.type = 'CpuAmpOptimWrapper'
+        cfg.optim_wrapper.pop('loss_scale', None)
 
     if args.auto_scale_lr:
         if 'auto_scale_lr' in cfg and 'enable' in cfg.auto_scale_lr \

@@ -1,12 +1,13 @@
 """Training machinery: trainable-only checkpoints, distributed set-up,
-subnormal floats flushed on the CPU."""
+subnormal floats flushed and bfloat16 autocast on the CPU."""
 from .checkpoint import (TrainableCheckpointHook, fill_frozen,
                          filter_trainable, load_trainable_checkpoint,
                          trainable_keys)
+from .cpu_amp import CpuAmpOptimWrapper
 from .denormal import FlushDenormalHook, flushes_denormals
 
 __all__ = [
-    'FlushDenormalHook', 'TrainableCheckpointHook', 'fill_frozen',
-    'filter_trainable', 'flushes_denormals', 'load_trainable_checkpoint',
-    'trainable_keys'
+    'CpuAmpOptimWrapper', 'FlushDenormalHook', 'TrainableCheckpointHook',
+    'fill_frozen', 'filter_trainable', 'flushes_denormals',
+    'load_trainable_checkpoint', 'trainable_keys'
 ]

@@ -97,6 +97,12 @@ class LlavaLMM(BaseModule):
             of full prompts;
             ``'per_prompt'``: every prompt alone, a full pass each (the naive
             reference). All three give the same ``[LOC]`` states.
+        attn_implementation: Hugging Face's attention of CLIP and the LLM
+            (``'sdpa'``, ``'eager'``...); None: the transformers default.
+            Under CPU bfloat16 autocast (:class:`CpuAmpOptimWrapper`)
+            ``'eager'`` is the faster: on the AVX-512 CPU of the README,
+            torch's bfloat16 SDPA took 1.5-4x as long as its float32 one
+            (forward and backward), bfloat16 ``'eager'`` no longer.
     """
 
     def __init__(self,
@@ -115,6 +121,7 @@ class LlavaLMM(BaseModule):
                  conversation: Optional[dict] = None,
                  gradient_checkpointing: bool = False,
                  prompt_mode: str = 'shared',
+                 attn_implementation: Optional[str] = None,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         if prompt_mode not in PROMPT_MODES:
@@ -203,6 +210,8 @@ class LlavaLMM(BaseModule):
         if freeze_language_model:
             llava.model.language_model.requires_grad_(False)
             llava.lm_head.requires_grad_(False)
+        if attn_implementation is not None:
+            llava.set_attn_implementation(attn_implementation)
         if gradient_checkpointing:
             llava.gradient_checkpointing_enable()
         self.llava = llava

@@ -189,7 +189,8 @@ class HeatmapHead(BaseModule):
         ``images`` gives the image of each prompt; ``loss_norm='image'``
         needs it.
         """
-        heatmap = preds['heatmap']
+        # in float32 also under bfloat16 autocast, where 1 - 1e-4 rounds to 1
+        heatmap, wh = preds['heatmap'].float(), preds['wh'].float()
         targets = self.get_targets(boxes, heatmap.shape[-2:], stride,
                                    is_point)
         peaks = targets['heatmap'].eq(1).flatten(1).sum(1).float()
@@ -213,7 +214,7 @@ class HeatmapHead(BaseModule):
             weight=heat_weight,
             avg_factor=heat_norm)
         loss_wh = self.loss_wh(
-            preds['wh'], targets['wh'], wh_weight, avg_factor=wh_norm)
+            wh, targets['wh'], wh_weight, avg_factor=wh_norm)
         return dict(loss_heatmap=loss_heatmap, loss_wh=loss_wh)
 
     @staticmethod

@@ -313,7 +313,7 @@ class SamMaskHead(BaseModule):
                     f'Image {i}: gt masks {tuple(gt.shape)} do not match the '
                     f'mask logits {tuple(pred.shape)}; give one gt mask per '
                     'prompt at the input (padded batch) resolution.')
-            preds.append(pred.flatten(1))
+            preds.append(pred.float().flatten(1))  # also under autocast
             targets.append(gt.to(pred.device).float().flatten(1))
         pred = torch.cat(preds)
         target = torch.cat(targets)
