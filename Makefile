@@ -24,9 +24,11 @@ $(SHAPES_DONE): | env
 	touch $@
 
 # Main job: generate Lumen-Shapes, train the tiny Lumen on every task,
-# evaluate it and print one table of every task's numbers.
-SHAPES_CONFIG := configs/lumen/shapes/lumen_tiny_shapes_all_tasks.py
-SHAPES_WORK := work_dirs/lumen_tiny_shapes_all_tasks
+# evaluate it and print one table of every task's numbers. The config is
+# the one that meets every target of issue 4 in the 40-minute budget
+# (README, "Lumen-Shapes: does it learn?").
+SHAPES_CONFIG := configs/lumen/shapes/lumen_tiny_shapes_all_tasks_high_res.py
+SHAPES_WORK := work_dirs/lumen_tiny_shapes_all_tasks_high_res
 shapes: env $(SHAPES_DONE)
 	$(VPY) tools/train.py $(SHAPES_CONFIG) --work-dir $(SHAPES_WORK)
 	$(VPY) tools/test.py $(SHAPES_CONFIG) "$$(cat $(SHAPES_WORK)/last_checkpoint)" \

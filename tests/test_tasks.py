@@ -8,6 +8,9 @@ from mmengine.dataset import pseudo_collate
 from conftest import REPO, tiny_config
 
 ALL_TASKS_CONFIG = REPO / 'configs/lumen/shapes/lumen_tiny_shapes_all_tasks.py'
+# the config of `make shapes`
+HIGH_RES_CONFIG = ALL_TASKS_CONFIG.with_name(
+    'lumen_tiny_shapes_all_tasks_high_res.py')
 TASKS = ('det', 'seg', 'count', 'ground', 'refseg', 'pose', 'vqa')
 
 
@@ -204,6 +207,26 @@ def test_all_tasks_through_the_runner(all_cfg):
                 'shapes_pose/coco/AP', 'shapes_vqa/vqa/accuracy'):
         assert key in metrics, sorted(metrics)
     assert any(k.startswith('shapes_refseg/') for k in metrics)
+
+
+def test_make_shapes_config_trains_under_bfloat16(shapes_root, tmp_path):
+    """The `make shapes` config's steps run under bfloat16 autocast through
+    mmengine's Runner, with finite losses and float32 weights."""
+    from mmengine.runner import Runner
+    cfg = _shrink(tiny_config(HIGH_RES_CONFIG, shapes_root, tmp_path))
+    cfg.train_cfg.update(max_iters=2, val_interval=2)
+    cfg.param_scheduler = []
+    cfg.update(val_dataloader=None, val_evaluator=None, val_cfg=None)
+    runner = Runner.from_cfg(cfg)
+    dtypes = []
+    runner.model.neck.register_forward_hook(
+        lambda module, args, out: dtypes.append(out['heatmap'].dtype))
+    runner.train()
+    assert type(runner.optim_wrapper).__name__ == 'CpuAmpOptimWrapper'
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert torch.isfinite(torch.tensor(
+        runner.message_hub.get_scalar('train/loss').current()))
+    assert {p.dtype for p in runner.model.parameters()} == {torch.float32}
 
 
 def test_aligner_on_sam_features(all_cfg, built):
