@@ -37,7 +37,8 @@ class CpuAmpOptimWrapper(OptimWrapper):
 
     @contextmanager
     def optim_context(self, model: nn.Module):
-        device = next(model.parameters()).device
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device('cpu')
         if device.type != 'cpu':
             raise RuntimeError(
                 f'CpuAmpOptimWrapper autocasts CPU operations, but the model '
