@@ -18,7 +18,6 @@ ROOT=$PWD
 VENV=${LUMEN_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3.11}
 CACHE=${LUMEN_CACHE:-$HOME/.cache/lumen_mm}
-MMCV_URL=https://files.pythonhosted.org/packages/a7/19/f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-2.1.0.tar.gz
 MMCV_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 
 stamp_value=$(cat "$0" requirements/*.txt setup.py | sha256sum | cut -c1-16)
@@ -45,15 +44,13 @@ if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
     # (requirements/runtime.txt then restores the one torch asks for).
     PIP install -q "setuptools<70"
     work=$(mktemp -d)
-    "$VENV/bin/python" - "$MMCV_URL" "$work/mmcv.tar.gz" "$MMCV_SHA256" <<'PYEOF'
-import hashlib, sys, urllib.request
-url, out, sha = sys.argv[1:]
-data = urllib.request.urlopen(url, timeout=300).read()
-if hashlib.sha256(data).hexdigest() != sha:
-    sys.exit(f"mmcv archive checksum mismatch for {url}")
-open(out, "wb").write(data)
-PYEOF
-    tar -xzf "$work/mmcv.tar.gz" -C "$work"
+    # By name through pip, so any configured index or mirror serves it; pip
+    # checks the archive's hash. --no-build-isolation: its metadata step
+    # imports pkg_resources, which only the setuptools above still has.
+    echo "mmcv==2.1.0 --hash=sha256:$MMCV_SHA256" > "$work/mmcv.txt"
+    PIP download -q --no-binary :all: --no-deps --no-build-isolation --require-hashes \
+      -r "$work/mmcv.txt" -d "$work"
+    tar -xzf "$work/mmcv-2.1.0.tar.gz" -C "$work"
     sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$work/mmcv-2.1.0/setup.py"
     mkdir -p "$CACHE/wheels"
     (cd "$work/mmcv-2.1.0" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
