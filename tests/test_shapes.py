@@ -13,10 +13,11 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from lumen_mm.datasets.shapes import (COLORS, SHAPE_CLASSES, ShapeObject,
-                                      ShapesConfig, _place_objects,
-                                      candidate_expressions, make_shapes,
-                                      shapes_metainfo)
+from lumen_mm.datasets.shapes import make_shapes
+from lumen_mm.datasets.shapes.objects import (COLORS, SHAPE_CLASSES,
+                                              ShapeObject, ShapesConfig,
+                                              _place_objects, shapes_metainfo)
+from lumen_mm.datasets.shapes.referring import candidate_expressions
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_TRAIN, NUM_VAL = 6, 4

@@ -14,13 +14,14 @@ import pytest
 from mmengine.config import Config
 from pycocotools import mask as mask_utils
 
-from lumen_mm.datasets.shapes import (COLORS, SHAPE_CLASSES, ShapeObject,
-                                      draw_shape_mask, shapes_metainfo)
-from lumen_mm.datasets.shapes_tasks import (KEYPOINT_NAMES,
-                                            PERSON_AREA_RATIO,
-                                            POSITION_MARGIN, SKELETON,
-                                            CountConfig, PoseConfig,
-                                            shape_questions)
+from lumen_mm.datasets.shapes.counting import CountConfig
+from lumen_mm.datasets.shapes.objects import (COLORS, SHAPE_CLASSES,
+                                              ShapeObject, draw_shape_mask,
+                                              shapes_metainfo)
+from lumen_mm.datasets.shapes.pose import (KEYPOINT_NAMES, PERSON_AREA_RATIO,
+                                           SKELETON, PoseConfig)
+from lumen_mm.datasets.shapes.questions import (POSITION_MARGIN,
+                                                shape_questions)
 
 REPO = Path(__file__).resolve().parents[1]
 POSE_INFO = REPO / 'configs/lumen/_base_/datasets/lumen_shapes_pose_info.py'

@@ -1,5 +1,5 @@
-"""Generate the Lumen-Shapes synthetic dataset (see lumen_mm.datasets.shapes
-and, for its pose, counting and VQA parts, lumen_mm.datasets.shapes_tasks).
+"""Generate the Lumen-Shapes synthetic dataset (see the package
+lumen_mm.datasets.shapes).
 
 Example::
 

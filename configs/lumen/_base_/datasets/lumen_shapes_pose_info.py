@@ -1,5 +1,5 @@
 # mmpose dataset info of Lumen-Shapes' stick figures
-# (lumen_mm/datasets/shapes_tasks.py; annotations/person_keypoints_*.json):
+# (lumen_mm/datasets/shapes/pose.py; annotations/person_keypoints_*.json):
 #   metainfo=dict(from_file='configs/lumen/_base_/datasets/'
 #                           'lumen_shapes_pose_info.py')
 # Left and right are the person's own; every figure faces the viewer, so its

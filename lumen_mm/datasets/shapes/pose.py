@@ -1,71 +1,35 @@
-"""Lumen-Shapes for pose estimation, counting and visual question answering.
+"""Lumen-Shapes pose: 1-3 stick figures ("person") per image, plus 0-3
+distractor shapes, in COCO keypoint format for mmpose's ``CocoDataset``
+(dataset info: ``configs/lumen/_base_/datasets/lumen_shapes_pose_info.py``).
 
-Three parts that :func:`lumen_mm.datasets.shapes.make_shapes` writes next to
-the shapes images, with the same image size, backgrounds, colours and noise:
-
-* **Pose**: 1-3 stick figures ("person") per image, plus 0-3 distractor
-  shapes, in COCO keypoint format for mmpose's ``CocoDataset`` (dataset info:
-  ``configs/lumen/_base_/datasets/lumen_shapes_pose_info.py``).
-* **Counting**: 5-40 small objects of one target class among 0-10 objects of
-  other classes, in COCO instances format for mmdet's ``CocoDataset``; each
-  image entry also holds ``count_category_id`` and ``count``.
-* **VQA**: 1-3 questions about each shapes image (colour, count, position,
-  shape), in LLaVA-Instruct-150k format: one entry per question, a single
-  human / gpt turn, ``id`` ``'{image_id}_{j}'`` and an extra ``type``.
-
-Layout of ``out_dir`` (besides the shapes files)::
-
-    pose_train/000000.png ...   pose_val/...
-    count_train/000000.png ...  count_val/...
-    annotations/person_keypoints_{train,val}.json  # images in pose_{split}/
-    annotations/count_{train,val}.json             # images in count_{split}/
-    annotations/qa_{train,val}.json  # "image" relative to out_dir
-
-Pose annotations. Every figure faces the viewer, and ``left``/``right`` are
-the person's own: its left hand and foot lie on the image's right of its
-torso, by at least 10% of its height, so the two sides are never confused.
-Keypoints are pixel centres (pixel ``i`` spans ``[i, i + 1)``, as boxes do).
-``v=2`` marks a keypoint that is visible, ``v=1`` one hidden by a later
-figure. ``bbox`` is the box of the whole drawn figure (all keypoints lie in
-it), ``segmentation`` the RLE of its visible pixels, and ``area`` the person
-scale that OKS divides by: ``PERSON_AREA_RATIO`` x the box area, the value
-mmpose assumes for a COCO person without a mask (the thin lines' pixel count
-would make that scale depend on the line width).
-
-Counting objects never touch (``CountConfig.gap`` free pixels between their
-boxes), so none is hidden and their centres are at least 8 px apart.
-
-Determinism: image ``i`` of split ``s`` draws from ``numpy.random.
-default_rng([seed, s, i, stream])`` with stream 1 for pose, 2 for counting
-and 3 for the questions about shapes image ``i``. The stream is never 0:
-numpy pads seed entropy with zeros, so ``[seed, s, i, 0]`` would replay the
-shapes image's own ``[seed, s, i]``. Ids are unique across all files:
-``image_id = (part + s) * 10**6 + i + 1`` with part 0 for shapes, 2 for pose,
-4 for counting, and ``ann_id = image_id * 100 + k`` for the k-th object.
+Every figure faces the viewer, and ``left``/``right`` are the person's own:
+its left hand and foot lie on the image's right of its torso, by at least
+10% of its height, so the two sides are never confused. Keypoints are pixel
+centres (pixel ``i`` spans ``[i, i + 1)``, as boxes do). ``v=2`` marks a
+keypoint that is visible, ``v=1`` one hidden by a later figure. ``bbox`` is
+the box of the whole drawn figure (all keypoints lie in it), ``segmentation``
+the RLE of its visible pixels, and ``area`` the person scale that OKS divides
+by: ``PERSON_AREA_RATIO`` x the box area, the value mmpose assumes for a COCO
+person without a mask (the thin lines' pixel count would make that scale
+depend on the line width).
 """
-import functools
 import math
 import os
 import os.path as osp
-from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from .shapes import (_ANN_ID_STRIDE, _COLOR_NAMES, _SPLIT_ID_STRIDE,
-                     SHAPE_CLASSES, SPLITS, ShapeObject, ShapesConfig,
-                     _background, _coco, _paint, draw_shape_mask)
+from .objects import (_ANN_ID_STRIDE, _COLOR_NAMES, SHAPE_CLASSES, SPLITS,
+                      ShapesConfig, _background, _coco, _image_id, _paint,
+                      draw_shape_mask)
 
-_POSE_STREAM, _COUNT_STREAM, _QA_STREAM = 1, 2, 3
-_POSE_PART, _COUNT_PART = 2, 4  # image ids start at part * 10**6
-
-
-def _image_id(part: int, split: str, index: int) -> int:
-    return (part + SPLITS.index(split)) * _SPLIT_ID_STRIDE + index + 1
+_POSE_STREAM = 1  # see the determinism note in lumen_mm.datasets.shapes
+_POSE_PART = 2  # image ids start at part * 10**6
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -80,10 +44,6 @@ def _box(mask: np.ndarray) -> Tuple[int, int, int, int]:
     x, y = int(xs.min()), int(ys.min())
     return x, y, int(xs.max()) - x + 1, int(ys.max()) - y + 1
 
-
-# --------------------------------------------------------------------------
-# Pose: stick figures
-# --------------------------------------------------------------------------
 
 KEYPOINT_NAMES = ('head', 'neck', 'left_hand', 'right_hand', 'hip',
                   'left_foot', 'right_foot')
@@ -416,241 +376,3 @@ def write_pose_split(out_dir: str, split: str, num_images: int, seed: int,
                  for k, person in enumerate(sample.people)]
         bar.update()
     return dict(_coco(images, anns), categories=pose_categories())
-
-
-# --------------------------------------------------------------------------
-# Counting
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CountConfig:
-    """What one counting image may contain."""
-    min_count: int = 5
-    max_count: int = 40
-    max_distractors: int = 10
-    min_size: int = 6
-    max_size: int = 14
-    gap: int = 2  # free px between two objects' boxes
-    max_tries: int = 100  # places tried per object
-
-    def __post_init__(self):
-        if not 1 <= self.min_count <= self.max_count:
-            raise ValueError('need 1 <= min_count <= max_count, got '
-                             f'{self.min_count}, {self.max_count}')
-        if self.max_count + self.max_distractors >= _ANN_ID_STRIDE:
-            raise ValueError('need max_count + max_distractors < '
-                             f'{_ANN_ID_STRIDE} (ann ids per image)')
-        if not 1 <= self.min_size <= self.max_size:
-            raise ValueError('need 1 <= min_size <= max_size, got '
-                             f'{self.min_size}, {self.max_size}')
-
-
-@dataclass
-class CountSample:
-    """One counting image: the target objects first, then distractors."""
-    image: np.ndarray  # (H, W, 3) uint8 RGB
-    objects: List[ShapeObject]
-    target: str  # the class to count
-
-    @property
-    def count(self) -> int:
-        return sum(o.shape == self.target for o in self.objects)
-
-
-@functools.lru_cache(maxsize=None)
-def _small_shape(shape: str,
-                 side: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read-only ``side`` x ``side`` mask of ``shape`` and its pixels' ys,
-    xs; drawn once per size, as counting images hold many."""
-    mask = draw_shape_mask(shape, 0, 0, side, side)
-    mask.flags.writeable = False
-    return (mask, *np.nonzero(mask))
-
-
-def generate_count_sample(
-        rng: np.random.Generator,
-        cfg: CountConfig = CountConfig(),
-        shapes_cfg: ShapesConfig = ShapesConfig()) -> CountSample:
-    """Draw one counting image; ``shapes_cfg`` gives its size and style.
-
-    Each object tries ``max_tries`` random places ``gap`` px clear of the
-    others and is left out when none is free, so crowded images may hold
-    fewer objects than drawn.
-    """
-    size = shapes_cfg.image_size
-    canvas = _background(rng, size)
-    target = int(rng.integers(len(SHAPE_CLASSES)))
-    others = [c for c in range(len(SHAPE_CLASSES)) if c != target]
-    num_targets = rng.integers(cfg.min_count, cfg.max_count + 1)
-    kinds = [target] * num_targets + [
-        others[k] for k in rng.integers(
-            len(others), size=rng.integers(0, cfg.max_distractors + 1))
-    ]
-    # Pixels within ``gap`` of a placed object's box.
-    occupied = np.zeros((size, size), dtype=bool)
-    objects, layers = [], []
-    for kind in kinds:
-        for _ in range(cfg.max_tries):
-            side = int(rng.integers(cfg.min_size, cfg.max_size + 1))
-            x0, y0 = rng.integers(0, size - side + 1, size=2).tolist()
-            if not occupied[y0:y0 + side, x0:x0 + side].any():
-                break
-        else:
-            continue
-        occupied[max(0, y0 - cfg.gap):y0 + side + cfg.gap,
-                 max(0, x0 - cfg.gap):x0 + side + cfg.gap] = True
-        shape = SHAPE_CLASSES[kind]
-        local, ys, xs = _small_shape(shape, side)
-        mask = np.zeros((size, size), dtype=bool)
-        mask[y0:y0 + side, x0:x0 + side] = local
-        color = _COLOR_NAMES[rng.integers(len(_COLOR_NAMES))]
-        objects.append(ShapeObject(shape, color, side, mask))
-        layers.append(((ys + y0, xs + x0), color))
-    return CountSample(_paint(rng, canvas, layers, shapes_cfg.color_jitter),
-                       objects, SHAPE_CLASSES[target])
-
-
-def write_count_split(out_dir: str, split: str, num_images: int, seed: int,
-                      shapes_cfg: ShapesConfig, bar: tqdm,
-                      cfg: CountConfig = CountConfig()) -> dict:
-    """Write ``count_{split}/`` and return its COCO instances dict."""
-    img_dir = osp.join(out_dir, f'count_{split}')
-    os.makedirs(img_dir, exist_ok=True)
-    images, anns = [], []
-    for i in range(num_images):
-        sample = generate_count_sample(
-            np.random.default_rng(
-                [seed, SPLITS.index(split), i, _COUNT_STREAM]), cfg,
-            shapes_cfg)
-        image_id = _image_id(_COUNT_PART, split, i)
-        file_name = f'{i:06d}.png'
-        Image.fromarray(sample.image).save(osp.join(img_dir, file_name))
-        images.append(
-            dict(id=image_id, file_name=file_name,
-                 height=shapes_cfg.image_size, width=shapes_cfg.image_size,
-                 count_category_id=SHAPE_CLASSES.index(sample.target) + 1,
-                 count=sample.count))
-        anns += [obj.to_coco(image_id * _ANN_ID_STRIDE + k + 1, image_id)
-                 for k, obj in enumerate(sample.objects)]
-        bar.update()
-    return _coco(images, anns)
-
-
-# --------------------------------------------------------------------------
-# Visual question answering
-# --------------------------------------------------------------------------
-
-QUESTION_TYPES = ('colour', 'count', 'position', 'shape')
-# Two objects' visible-box centres differ by at least this along the axis a
-# position question asks about.
-POSITION_MARGIN = 8.0  # px
-# A count question asks about a class in the image this many times as often
-# as about an absent one (answer "0").
-_PRESENT_WEIGHT = 3.0
-
-
-def plural(shape: str) -> str:
-    """English plural of a class name: 'crosses', 'stars'."""
-    return shape + ('es' if shape.endswith('s') else 's')
-
-
-class _Question(NamedTuple):
-    text: str
-    answer: str
-    weight: float = 1.0
-
-
-def _unique_names(objects: Sequence[ShapeObject]) -> Dict[int, str]:
-    """The shortest name that picks each object out: class or colour+class."""
-    shapes = Counter(o.shape for o in objects)
-    pairs = Counter((o.color, o.shape) for o in objects)
-    names = {}
-    for i, o in enumerate(objects):
-        if shapes[o.shape] == 1:
-            names[i] = o.shape
-        elif pairs[o.color, o.shape] == 1:
-            names[i] = f'{o.color} {o.shape}'
-    return names
-
-
-def _position_questions(rng: np.random.Generator,
-                        objects: Sequence[ShapeObject]) -> List[_Question]:
-    """Left/right and above/below of two uniquely named objects, with the
-    two options in random order."""
-    names = _unique_names(objects)
-    questions = []
-    for i, a in names.items():
-        for j, b in names.items():
-            if i == j:
-                continue
-            dx, dy = np.subtract(objects[i].center, objects[j].center)
-            swap_x, swap_y = rng.integers(2, size=2)
-            if abs(dx) >= POSITION_MARGIN:
-                first, second = ('to the left', 'to the right')[::(
-                    -1 if swap_x else 1)]
-                questions.append(_Question(
-                    f'Is the {a} {first} or {second} of the {b}?',
-                    'left' if dx < 0 else 'right'))
-            if abs(dy) >= POSITION_MARGIN:
-                first, second = ('above', 'below')[::-1 if swap_y else 1]
-                questions.append(_Question(
-                    f'Is the {a} {first} or {second} the {b}?',
-                    'above' if dy < 0 else 'below'))
-    return questions
-
-
-def shape_questions(rng: np.random.Generator,
-                    objects: Sequence[ShapeObject],
-                    max_questions: int = 3) -> List[Tuple[str, str, str]]:
-    """1-``max_questions`` distinct (type, question, answer) about an image.
-
-    Each answer is the only correct one: colours are asked of a class that
-    occurs once, shapes of a colour that occurs once, positions only with
-    ``POSITION_MARGIN``. A type is drawn uniformly among those that have a
-    question left, then a question of that type.
-    """
-    shapes = Counter(o.shape for o in objects)
-    colors = Counter(o.color for o in objects)
-    candidates = dict(
-        colour=[_Question(f'What colour is the {o.shape}?', o.color)
-                for o in objects if shapes[o.shape] == 1],
-        count=[_Question(f'How many {plural(s)} are there?', str(shapes[s]),
-                         _PRESENT_WEIGHT if shapes[s] else 1.0)
-               for s in SHAPE_CLASSES],
-        position=_position_questions(rng, objects),
-        shape=[_Question(f'What shape is the {o.color} object?', o.shape)
-               for o in objects if colors[o.color] == 1])
-    chosen = []
-    for _ in range(rng.integers(1, max_questions + 1)):
-        types = [t for t in QUESTION_TYPES if candidates[t]]
-        kind = types[rng.integers(len(types))]
-        weights = np.array([q.weight for q in candidates[kind]])
-        question = candidates[kind].pop(
-            rng.choice(len(weights), p=weights / weights.sum()))
-        chosen.append((kind, question.text, question.answer))
-    return chosen
-
-
-def write_questions(split: str, coco: dict, seed: int) -> List[dict]:
-    """LLaVA-Instruct entries, one per question, about the shapes images of
-    ``split`` described by the COCO instances dict ``coco``."""
-    objects = {img['id']: [] for img in coco['images']}
-    for ann in coco['annotations']:
-        objects[ann['image_id']].append(ShapeObject.from_coco(ann))
-    entries = []
-    for img in coco['images']:
-        index = img['id'] - _image_id(0, split, 0)
-        rng = np.random.default_rng(
-            [seed, SPLITS.index(split), index, _QA_STREAM])
-        for j, (kind, question, answer) in enumerate(
-                shape_questions(rng, objects[img['id']])):
-            entries.append(dict(
-                id=f'{img["id"]}_{j}',
-                image=f'{split}/{img["file_name"]}',
-                conversations=[
-                    {'from': 'human', 'value': f'<image>\n{question}'},
-                    {'from': 'gpt', 'value': answer},
-                ],
-                type=kind))
-    return entries
