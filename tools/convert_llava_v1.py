@@ -2,11 +2,13 @@
 
     python tools/convert_llava_v1.py SRC OUT --vision-tower CLIP_DIR
 
-SRC is the LLaVA repository's checkpoint directory (config.json with mm_*
-fields, weights, tokenizer; apply LLaVA's delta to LLaMA first for delta
-releases), CLIP_DIR a local copy of its ``mm_vision_tower``
-(openai/clip-vit-large-patch14). OUT then serves as ``pretrained`` of
-``LlavaLMM`` (see configs/lumen/_base_/models/lumen_llava-v1.1-7b.py).
+SRC is the LLaVA repository's checkpoint directory as its ``apply_delta``
+saves it (config.json with mm_* fields, pytorch_model-0000x-of-0000N.bin
+shards, the SentencePiece tokenizer; needs the sentencepiece and protobuf
+packages), CLIP_DIR a local copy of its ``mm_vision_tower`` as released
+(openai/clip-vit-large-patch14: the whole CLIPModel). OUT then serves as
+``pretrained`` of ``LlavaLMM`` (see
+configs/lumen/_base_/models/lumen_llava-v1.1-7b.py).
 """
 import argparse
 
