@@ -321,8 +321,55 @@ def peak_memory(device: torch.device) -> dict:
     return dict(peak_memory_gib=kib / 2**20, peak_memory_kind='cpu_peak_rss')
 
 
+def count_llm_tokens(mode: str, prompt_image: torch.Tensor,
+                     prompts: list) -> Dict[str, int]:
+    """LLM token positions one prompt group computes (``processed``,
+    padding included), against the least possible work
+    (``prefix_and_suffixes``: each image's prefix once plus every suffix)
+    and the naive one (``full_prompts``: every prompt in full)."""
+    full = [len(p.input_ids) for p in prompts]
+    suffixes = [len(p.input_ids) - p.prefix_len for p in prompts]
+    images = prompt_image.unique().tolist()
+    prefix_len = prompts[0].prefix_len
+    if mode == 'shared':  # one packed row per image, padded to the longest
+        per_image = dict.fromkeys(images, 0)
+        for image, length in zip(prompt_image.tolist(), suffixes):
+            per_image[image] += length
+        processed = len(images) * (prefix_len + max(per_image.values()))
+    elif mode == 'batched':
+        processed = len(prompts) * max(full)
+    else:
+        processed = sum(full)
+    return dict(
+        processed=processed,
+        prefix_and_suffixes=len(images) * prefix_len + sum(suffixes),
+        full_prompts=sum(full))
+
+
+class TokenCounter:
+    """Counts the LLM tokens of every prompt group the LMM runs, by
+    wrapping its ``run_prompt_group`` (the model holds no counting code);
+    :meth:`remove` restores it."""
+
+    def __init__(self, lmm: nn.Module) -> None:
+        self.totals: Dict[str, int] = defaultdict(int)
+        self._lmm = lmm
+        run = lmm.run_prompt_group
+
+        def counted(image_embeds, prompt_image, prompts):
+            mode = lmm.prompt_group_mode(prompt_image, prompts)
+            for k, v in count_llm_tokens(mode, prompt_image, prompts).items():
+                self.totals[k] += v
+            return run(image_embeds, prompt_image, prompts)
+
+        lmm.run_prompt_group = counted
+
+    def remove(self) -> None:
+        del self._lmm.run_prompt_group  # back to the class's method
+
+
 def _tokens_per_image(totals: Dict[str, int], images: int) -> dict:
-    """``LlavaLMM.llm_tokens`` per image (see its ``_count_tokens``)."""
+    """:class:`TokenCounter` totals per image."""
     return dict(
         llm_tokens_per_image=totals['processed'] / images,
         llm_tokens_prefix_and_suffixes_per_image=totals['prefix_and_suffixes']
@@ -344,7 +391,7 @@ def benchmark_inference(model: nn.Module, batch: dict, steps: int,
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
         timer = StageTimer(model, sync)
-        model.backbone.llm_tokens.clear()
+        tokens = TokenCounter(model.backbone)
         sync()
         start = time.perf_counter()
         for _ in range(steps):
@@ -352,6 +399,7 @@ def benchmark_inference(model: nn.Module, batch: dict, steps: int,
         sync()
         seconds = time.perf_counter() - start
         timer.remove()
+        tokens.remove()
     images = steps * len(batch['inputs'])
     stages = {k: 1000 * timer.seconds.get(k, 0.0) / images for k in STAGES}
     stages['other'] = 1000 * seconds / images - sum(stages.values())
@@ -359,7 +407,7 @@ def benchmark_inference(model: nn.Module, batch: dict, steps: int,
         images_per_s=images / seconds,
         ms_per_image=1000 * seconds / images,
         stage_ms_per_image=stages,
-        **_tokens_per_image(model.backbone.llm_tokens, images),
+        **_tokens_per_image(tokens.totals, images),
         **peak_memory(device))
 
 
@@ -377,7 +425,7 @@ def benchmark_training(model: nn.Module, batch: dict, steps: int,
             model.train_step(batch, optim_wrapper)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    model.backbone.llm_tokens.clear()
+    tokens = TokenCounter(model.backbone)
     sync()
     start = time.perf_counter()
     for _ in range(steps):
@@ -385,13 +433,14 @@ def benchmark_training(model: nn.Module, batch: dict, steps: int,
             losses = model.train_step(batch, optim_wrapper)
     sync()
     seconds = time.perf_counter() - start
+    tokens.remove()
     samples = steps * len(batch['inputs'])
     return dict(
         samples_per_s=samples / seconds,
         ms_per_step=1000 * seconds / steps,
         last_loss=float(losses['loss'].detach()),
         trainable_parameters=sum(p.numel() for p in params),
-        **_tokens_per_image(model.backbone.llm_tokens, samples),
+        **_tokens_per_image(tokens.totals, samples),
         **peak_memory(device))
 
 

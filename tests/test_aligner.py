@@ -95,12 +95,11 @@ def test_high_res_features_are_read_at_their_own_cells():
     """With an additional high-resolution encoder the aligner starts as it
     would without it (``high_res_zero_init``); otherwise one cell of the
     features moves the maps of its image's prompts there and not elsewhere
-    (with no convolution after the fusion)."""
+    (and its 3x3 neighbours, through the convolution after the fusion)."""
     def build(zero_init):
         torch.manual_seed(0)
         return ConvDenseAligner(8, 4, embed_dim=8, num_convs=1, upsample=2,
                                 high_res_dim=3, high_res_embed_dim=6,
-                                high_res_convs=0,
                                 high_res_zero_init=zero_init)
 
     model = build(True)
@@ -119,7 +118,7 @@ def test_high_res_features_are_read_at_their_own_cells():
     diff = (changed['heatmap'] - out['heatmap']).abs()[:, 0]
     assert torch.equal(diff[0], torch.zeros_like(diff[0]))
     assert (diff[1:, 4, 7] > 0).all()
-    diff[:, 4, 7] = 0
+    diff[:, 3:6, 6:9] = 0
     assert diff.max() == 0
     # another grid is resized to the heatmap's
     out = model(loc, feats, [0, 1, 1],
@@ -184,30 +183,17 @@ def test_spatial_context_reaches_across_the_grid(after):
         ConvDenseAligner(8, 4, num_convs=2, spatial_context=True)
 
 
-@pytest.mark.parametrize('position', [False, True])
-def test_position_lets_the_loc_state_point_at_a_place(position):
-    """On an image whose patches are all alike, "top" and "bottom" prompts
-    can only get their peaks at different cells when the aligner sees
-    where each patch is; it starts as the aligner without position."""
-    torch.manual_seed(0)
-    kwargs = dict(embed_dim=16, num_convs=1)
-    model = ConvDenseAligner(4, 4, position=position, **kwargs)
-    patches = torch.ones(1, 4, 12, 12)
-    loc = torch.eye(4)[:2]  # the two prompts' [LOC] states
-    torch.manual_seed(1)
-    plain = ConvDenseAligner(4, 4, **kwargs)
-    plain.load_state_dict(model.state_dict(), strict=False)
-    assert torch.equal(model(loc, patches, [0, 0])['heatmap'],
-                       plain(loc, patches, [0, 0])['heatmap'])
-    targets = torch.zeros(2, 1, 12, 12)
-    targets[0, 0, 3, 6] = targets[1, 0, 8, 6] = 1  # inside, off the border
-    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        heat = model(loc, patches, [0, 0])['heatmap']
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            heat, targets)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    peaks = heat.flatten(1).argmax(1)
-    assert (peaks.tolist() == [3 * 12 + 6, 8 * 12 + 6]) is position
+def test_both_aligners_take_the_same_arguments():
+    """One interface: both are called with ``high_res_feats``; the
+    transformer aligner reads none and says so when asked to."""
+    loc, feats = torch.randn(2, 8), torch.randn(1, 4, 6, 6)
+    for model in (ConvDenseAligner(8, 4, embed_dim=8, num_convs=1),
+                  TransformerDenseAligner(8, 4, embed_dim=8, depth=1,
+                                          num_heads=2, mlp_dim=16)):
+        out = model(loc, feats, [0, 0], high_res_feats=None)
+        assert out['heatmap'].shape == (2, 1, 6, 6)
+        assert model.upsample == 1 and model.high_res_dim == 0
+        with pytest.raises(ValueError, match='high_res_dim=0'):
+            model(loc, feats, [0, 0], high_res_feats=torch.randn(1, 3, 6, 6))
+    with pytest.raises(ValueError, match='ConvDenseAligner'):
+        TransformerDenseAligner(8, 4, high_res_dim=3)

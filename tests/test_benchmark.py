@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmengine.dataset import pseudo_collate
 
-from lumen_mm.benchmark import STAGES, drop_weights, main
+from lumen_mm.benchmark import STAGES, TokenCounter, drop_weights, main
 
 MODES = ('shared', 'batched', 'per_prompt')
 
@@ -28,7 +28,6 @@ def _detect(model, val_set, mode, prompts=None):
     """Detections on two val images in ``mode``; ``prompts`` (one list per
     image) replaces their class prompts."""
     model.backbone.prompt_mode = mode
-    model.backbone.llm_tokens.clear()
     samples = [val_set[0], val_set[1]]
     for sample, texts in zip(samples, prompts or []):
         sample['data_samples'].set_metainfo(
@@ -62,8 +61,13 @@ def test_llm_token_counts(model_and_val):
     assert len({s for ss in suffixes for s in ss}) > 1  # padding matters
     counts = {}
     for mode in MODES:
+        counter = TokenCounter(model.backbone)
         _detect(model, val_set, mode, texts)
-        counts[mode] = dict(model.backbone.llm_tokens)
+        counter.remove()
+        counts[mode] = dict(counter.totals)
+    # removed, the counter counts no more: the model holds no counting code
+    _detect(model, val_set, 'shared', texts)
+    assert dict(counter.totals) == counts['per_prompt']
     bound = 2 * prefix + sum(map(sum, suffixes))
     assert counts['shared'] == dict(
         processed=2 * (prefix + max(map(sum, suffixes))),

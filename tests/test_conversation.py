@@ -4,9 +4,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from lumen_mm.datasets.conversation import (IGNORE_INDEX, IMAGE_TOKEN,
-                                            LOC_TOKEN, LUMEN_SPECIAL_TOKENS,
-                                            ConversationTemplate)
+from lumen_mm.models.backbones.conversation import (IGNORE_INDEX, IMAGE_TOKEN,
+                                                   LOC_TOKEN, LUMEN_SPECIAL_TOKENS,
+                                                   ConversationTemplate)
 
 
 @pytest.fixture(scope='module')

@@ -77,5 +77,5 @@ def test_eager_attention_gives_the_sdpa_states(tokenizer_dir):
     for lmm in (sdpa, eager):
         embeds, _ = lmm.encode_images(images)
         outs.append(lmm.forward_prompts(embeds, [0, 1, 1], prompts))
-    assert torch.allclose(outs[0]['loc_states'], outs[1]['loc_states'],
+    assert torch.allclose(outs[0].loc_states, outs[1].loc_states,
                           atol=1e-5)

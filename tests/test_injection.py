@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from lumen_mm.datasets.conversation import (IMAGE_TOKEN, LUMEN_SPECIAL_TOKENS,
-                                            TASK_TOKENS, ConversationTemplate)
+from lumen_mm.models.backbones.conversation import (IMAGE_TOKEN,
+                                                   LUMEN_SPECIAL_TOKENS,
+                                                   ConversationTemplate)
+from lumen_mm.tasks import TASKS, TEMPLATE_TASKS
 
 # printable or not, any unicode; the builders strip outer whitespace
 TEXT = st.text(min_size=1, max_size=30).filter(lambda s: s.strip())
@@ -60,12 +62,12 @@ def _check_user_text(conv, ids, text):
 
 
 @PROPERTY
-@given(text=TRICKY, task=st.sampled_from(sorted(TASK_TOKENS)))
+@given(text=TRICKY, task=st.sampled_from(TEMPLATE_TASKS))
 def test_location_prompt(conv, text, task):
     p = conv.location_prompt(task, text)
     _check_user_text(conv, p.input_ids, ' ' + text.strip())
     assert p.input_ids.count(conv.token_id('[LOC]')) == 1
-    assert p.input_ids.count(conv.token_id(TASK_TOKENS[task])) == 1
+    assert p.input_ids.count(conv.token_id(TASKS[task].token)) == 1
 
 
 @PROPERTY

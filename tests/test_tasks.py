@@ -112,10 +112,13 @@ def test_counting_counts_confident_peaks(built):
         heat[0, 0, y, x] = 4.0  # sigmoid 0.98
     heat[0, 0, 0, 15] = -2.0  # a weak peak (sigmoid 0.12) is not counted
     preds = dict(heatmap=heat, wh=torch.ones(1, 2, 16, 16))
-    sample = DetDataSample(metainfo=dict(task='count', img_shape=(128, 128)))
-    model._decode(torch.zeros(1, 3, 128, 128), 0, sample, 'count', preds,
-                  torch.zeros(1, dtype=torch.long), rescale=False, out={})
+    sample = DetDataSample(metainfo=dict(
+        task='count', img_shape=(128, 128), prompts=['star'],
+        prompt_labels=[3]))
+    model._decode('count', preds, sample, sample.metainfo, None, 0,
+                  (128, 128), rescale=False)
     assert sample.pred_count == len(peaks)
+    assert set(sample.pred_instances.label_names) == {'star'}
 
 
 @pytest.mark.parametrize('token, expected', [('[SEG]', 'seg'),
@@ -167,7 +170,7 @@ def test_instruction_routed_by_generated_task_token(built, token, expected):
 def test_generated_loc_state_matches_the_forward_pass(built):
     """The [LOC] state of a generated answer is the one training shapes."""
     model, _, _ = built
-    from lumen_mm.datasets.conversation import TokenizedPrompt
+    from lumen_mm.models.backbones.conversation import TokenizedPrompt
     lmm = model.backbone.eval()
     embeds, _ = lmm.encode_images(torch.randn(1, 3, 128, 128))
     prompt = lmm.conversation.instruction_prompt('find the star')
@@ -189,7 +192,7 @@ def test_generated_loc_state_matches_the_forward_pass(built):
             [TokenizedPrompt(ids, [-100] * len(ids), prompt.prefix_len)],
             with_lm_loss=False)
     assert answer['ids'][0] == lmm.loc_token_id
-    assert torch.allclose(ref['loc_states'][0], answer['loc_state'],
+    assert torch.allclose(ref.loc_states[0], answer['loc_state'],
                           atol=1e-5)
 
 

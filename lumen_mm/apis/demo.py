@@ -74,14 +74,10 @@ def describe(sample: DetDataSample, score_thr: float) -> str:
             for name, (x, y), score in zip(meta['prompts'], person, scores):
                 lines.append(f'  {name}: {score:.2f} at ({x:.0f}, {y:.0f})')
     elif preds is not None and 'scores' in preds:
-        prompts = dict(zip(meta.get('prompt_labels', []),
-                           meta.get('prompts', [])))
         keep = preds[preds.scores > score_thr]
         lines.append(f'{len(keep)} instances with score > {score_thr}')
-        for box, score, label in zip(keep.bboxes.tolist(),
-                                     keep.scores.tolist(),
-                                     keep.labels.tolist()):
-            name = prompts.get(label, f'class {label}')
+        for box, score, name in zip(keep.bboxes.tolist(),
+                                    keep.scores.tolist(), keep.label_names):
             coords = ', '.join(f'{v:.0f}' for v in box)
             lines.append(f'  {name}: {score:.2f} at [{coords}]')
     if 'pred_count' in sample:

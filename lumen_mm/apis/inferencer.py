@@ -25,22 +25,18 @@ from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar
 from PIL import Image, ImageOps
 
-from lumen_mm.datasets import LUMEN_META_KEYS
 from lumen_mm.datasets.prompts import keypoint_prompt
 from lumen_mm.engine.checkpoint import load_trainable_checkpoint
+from lumen_mm.tasks import TASKS
 
 ImageType = Union[str, Path, np.ndarray, Image.Image]
 
-# What each task asks about: ``classes`` (one prompt per name) or ``text``
-# (one sentence or question).
-TASK_PROMPTS = dict(
-    det='classes',
-    seg='classes',
-    count='classes',
-    pose='classes',
-    ground='text',
-    refseg='text',
-    vqa='text')
+# What each task takes from the call: names in ``classes`` (one prompt per
+# name; keypoint names for pose) or one sentence or question in ``text``.
+TASK_PROMPTS = {
+    name: 'text' if task.prompts in ('text', 'conversation') else 'classes'
+    for name, task in TASKS.items() if task.prompts != 'instruction'
+}
 
 
 def _replaced(transform: dict) -> bool:
@@ -51,10 +47,8 @@ def _replaced(transform: dict) -> bool:
         'Pack')
 
 
-META_KEYS = LUMEN_META_KEYS + ('pad_shape', 'return_heatmaps')
-# what a person crop adds: where it lies in the image
-POSE_META_KEYS = META_KEYS + ('input_center', 'input_scale', 'input_size',
-                              'person_bbox')
+PACK = dict(type='PackLumenInputs',
+            extra_meta_keys=('pad_shape', 'return_heatmaps'))
 
 
 def _first(node, match: Callable[[dict], bool]) -> Optional[dict]:
@@ -243,7 +237,7 @@ class LumenInferencer:
         # pose is top-down: each person box is cropped as in training
         self.person_crop = Compose(_find_person_crop(cfg))
         self.pack_person = Compose(
-            [dict(type='PackDetInputs', meta_keys=POSE_META_KEYS)])
+            [PACK])
         self.show_progress = show_progress
 
     @staticmethod
@@ -265,7 +259,7 @@ class LumenInferencer:
             ]
         kept = [t for t in pipeline if not _replaced(t)]
         return Compose(kept +
-                       [dict(type='PackDetInputs', meta_keys=META_KEYS)])
+                       [PACK])
 
     # -- prompts --------------------------------------------------------------
     def _prompts(self, instruction: Optional[str], task: Optional[str],

@@ -3,8 +3,8 @@ from .adapters import CocoFormatDataset, FSC147Dataset, LumenVOCDataset
 from .counting import LumenCountingDataset
 from .loading import LumenLoadImageFromFile
 from .multitask import LumenConcatDataset, LumenMultiTaskDataset
-from .prompts import (LUMEN_META_KEYS,
-                      LumenCountPrompts, LumenDetPrompts, LumenGroundPrompts,
+from .packing import PackLumenInputs
+from .prompts import (LumenCountPrompts, LumenDetPrompts, LumenGroundPrompts,
                       LumenPosePrompts, LumenVQAPrompts)
 from .refcoco import LumenRefCocoDataset
 from .referring_flip import RandomFlipReferring
@@ -14,7 +14,7 @@ __all__ = [
     'LumenMultiTaskDataset', 'LumenConcatDataset', 'LumenDetPrompts',
     'LumenGroundPrompts', 'LumenCountPrompts', 'LumenPosePrompts',
     'LumenVQAPrompts', 'LumenCountingDataset', 'LumenVQADataset',
-    'LumenRefCocoDataset', 'LUMEN_META_KEYS',
+    'LumenRefCocoDataset', 'PackLumenInputs',
     'LumenLoadImageFromFile', 'RandomFlipReferring',
     'CocoFormatDataset', 'FSC147Dataset', 'LumenVOCDataset'
 ]

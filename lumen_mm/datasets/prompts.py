@@ -1,7 +1,7 @@
 """Transforms that turn mmdet samples into Lumen instruction samples.
 
-They set three keys that ``PackDetInputs`` keeps in the data sample's
-metainfo (list them in its ``meta_keys``):
+They set three keys that ``PackLumenInputs`` keeps in the data sample's
+metainfo:
 
 * ``task``: which template and Stage-2 pathway the prompts use;
 * ``prompts``: the descriptions to locate;
@@ -13,10 +13,6 @@ from typing import Optional, Sequence
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
-
-LUMEN_META_KEYS = ('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor', 'task', 'prompts', 'prompt_labels')
-
 
 @TRANSFORMS.register_module()
 class LumenDetPrompts(BaseTransform):

@@ -81,8 +81,8 @@ def load_trainable_checkpoint(model: nn.Module,
     ``model`` must have been built from the same config, so that its frozen
     part holds the pretrained weights. Returns the checkpoint.
     """
-    from lumen_mm.cli import load_local_checkpoint
-    checkpoint = load_local_checkpoint(filename, map_location)
+    from lumen_mm.utils import load_checkpoint
+    checkpoint = load_checkpoint(filename, map_location=map_location)
     state = _strip_module(checkpoint.get('state_dict', checkpoint))
     if checkpoint.get('meta', {}).get(TRAINABLE_ONLY):
         state = fill_frozen(model, state)

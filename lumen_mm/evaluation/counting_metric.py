@@ -23,7 +23,7 @@ class CountingMetric(BaseMetric):
             if missing:
                 raise ValueError(
                     f'A counting sample lacks {missing}: the dataset sets '
-                    'gt_count (kept in PackDetInputs meta_keys), the model '
+                    'gt_count (kept by PackLumenInputs), the model '
                     'pred_count.')
             self.results.append(
                 (float(sample['pred_count']), float(sample['gt_count'])))

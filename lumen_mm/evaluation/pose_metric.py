@@ -99,8 +99,8 @@ class LumenPoseMetric(PoseCocoMetric):
             if missing:
                 raise ValueError(
                     f'A pose sample lacks {missing} in its metainfo: keep the '
-                    "image id and the person's annotation id (`id`) in "
-                    'PackDetInputs meta_keys.')
+                    "image id and the person's annotation id (`id`): pack "
+                    'with PackLumenInputs (or list them in meta_keys).')
             instances = dict(
                 keypoints=keypoints,
                 keypoint_scores=_numpy(pred['keypoint_scores']),

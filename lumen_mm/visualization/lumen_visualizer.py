@@ -1,7 +1,7 @@
 """Draw Lumen's answers: boxes, masks, keypoints with skeleton, heatmaps."""
 import textwrap
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import mmcv
@@ -91,8 +91,7 @@ class LumenLocalVisualizer(DetLocalVisualizer):
     """mmdet's ``DetLocalVisualizer`` for Lumen's answers.
 
     * Instances are named by their prompt (a class name or the referring
-      sentence): Lumen's labels index the sample's ``prompts``, not a fixed
-      class list.
+      sentence, Lumen's ``label_names``), cut to ``max_label_len``.
     * Keypoints (pose) are drawn by mmpose's ``PoseLocalVisualizer`` with the
       skeleton of ``pose_meta`` between the asked keypoints.
     * :meth:`draw_heatmaps` shows each prompt's heatmap over the image, as
@@ -123,17 +122,6 @@ class LumenLocalVisualizer(DetLocalVisualizer):
             name=f'{name}_pose', radius=3, line_width=2, backend='matplotlib')
         self._keypoint_names: List[str] = []
 
-    def _label_names(self, data_sample: DetDataSample) -> Dict[int, str]:
-        prompts = data_sample.metainfo.get('prompts', [])
-        labels = data_sample.metainfo.get('prompt_labels',
-                                          list(range(len(prompts))))
-        names = {}
-        for label, prompt in zip(labels, prompts):
-            if len(prompt) > self.max_label_len:
-                prompt = prompt[:self.max_label_len - 3] + '...'
-            names[int(label)] = prompt
-        return names
-
     def add_datasample(self,
                        name: str,
                        image: np.ndarray,
@@ -155,11 +143,11 @@ class LumenLocalVisualizer(DetLocalVisualizer):
                 if 'scores' not in preds:
                     preds.scores = torch.as_tensor(
                         preds.get('bbox_scores', np.ones(len(preds))))
-            elif 'labels' in preds:
-                names = self._label_names(data_sample)
+            elif 'label_names' in preds:
+                cut = self.max_label_len
                 preds.label_names = [
-                    names.get(int(label), f'class {int(label)}')
-                    for label in preds.labels
+                    n if len(n) <= cut else n[:cut - 3] + '...'
+                    for n in preds.label_names
                 ]
         super().add_datasample(name, image, data_sample, **kwargs)
 

@@ -13,7 +13,8 @@ resolution; the prompts index into those features.
 """
 import os
 import os.path as osp
-from collections import Counter
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -25,15 +26,35 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import (AutoTokenizer, CLIPVisionConfig, LlamaConfig,
                           LlavaConfig, LlavaForConditionalGeneration)
 
-from lumen_mm.datasets.conversation import (IGNORE_INDEX, IMAGE_TOKEN,
-                                            LUMEN_SPECIAL_TOKENS,
-                                            ConversationTemplate,
-                                            TokenizedPrompt)
-from lumen_mm.datasets.tokenizer import tokenizer_exists
+from .conversation import (IGNORE_INDEX, IMAGE_TOKEN, LOC_TOKEN,
+                           LUMEN_SPECIAL_TOKENS, ConversationTemplate,
+                           TokenizedPrompt)
+from .tokenizer import tokenizer_exists
 
 HF_CHECKPOINT_FILES = ('config.json', )
 # How forward_prompts runs the prompts through the LLM (see LlavaLMM).
 PROMPT_MODES = ('shared', 'batched', 'per_prompt')
+
+
+@dataclass
+class PromptStates:
+    """What the LLM gives Stage 1 for a batch of prompts.
+
+    Attributes:
+        loc_states: (P, D) hidden state at ``[LOC]`` per prompt (zeros for a
+            prompt without one), in the order of the prompts.
+        lm_loss_sum: summed next-token cross-entropy over the answers'
+            tokens (None when not asked for).
+        lm_tokens: how many tokens that sum is over.
+    """
+    loc_states: Tensor
+    lm_loss_sum: Optional[Tensor] = None
+    lm_tokens: int = 0
+
+    @property
+    def loss_lm(self) -> Tensor:
+        """The LM loss of Eq. 5: the mean over every answer token."""
+        return self.lm_loss_sum / max(self.lm_tokens, 1)
 
 
 def check_hf_dir(path: str, need_tokenizer: bool = True) -> None:
@@ -86,8 +107,7 @@ class LlavaLMM(BaseModule):
             list concatenates several layers' features.
         freeze_vision: keep CLIP (and the projector) frozen, as the paper.
         lora: kwargs of ``peft.LoraConfig`` for the language model; ``None``
-            trains the whole language model (tiny models) or, with
-            ``freeze_language_model=True``, none of it.
+            trains the whole language model (tiny models).
         conversation: kwargs of :class:`ConversationTemplate` (system...).
         gradient_checkpointing: trade compute for memory in the LLM.
         prompt_mode: how the prompts run through the LLM. ``'shared'``: the
@@ -116,7 +136,6 @@ class LlavaLMM(BaseModule):
                  aligner_feature_layer: Union[int, Sequence[int]] = -2,
                  projector_hidden_act: str = 'gelu',
                  freeze_vision: bool = True,
-                 freeze_language_model: bool = False,
                  lora: Optional[dict] = None,
                  conversation: Optional[dict] = None,
                  gradient_checkpointing: bool = False,
@@ -196,9 +215,6 @@ class LlavaLMM(BaseModule):
         self.vision_dim = vcfg.hidden_size * num_layers
         self.text_dim = llava.config.text_config.hidden_size
         self.prompt_mode = prompt_mode
-        # LLM tokens of every forward_prompts so far (see _count_tokens);
-        # cheap to keep, clear() it to count a stretch of work
-        self.llm_tokens: Counter = Counter()
         self.conversation = ConversationTemplate(
             self.tokenizer, (image_size // vcfg.patch_size)**2,
             **(conversation or {}))
@@ -207,9 +223,6 @@ class LlavaLMM(BaseModule):
             for module in (llava.model.vision_tower,
                            llava.model.multi_modal_projector):
                 module.requires_grad_(False)
-        if freeze_language_model:
-            llava.model.language_model.requires_grad_(False)
-            llava.lm_head.requires_grad_(False)
         if attn_implementation is not None:
             llava.set_attn_implementation(attn_implementation)
         if gradient_checkpointing:
@@ -268,7 +281,18 @@ class LlavaLMM(BaseModule):
 
     @property
     def loc_token_id(self) -> int:
-        return self.conversation.token_id('[LOC]')
+        return self.conversation.token_id(LOC_TOKEN)
+
+    @property
+    def feat_dim(self) -> int:
+        """Channels of the aligner's features (:meth:`encode_images`)."""
+        return self.vision_dim
+
+    def feat_stride(self, input_size: int) -> float:
+        """Input pixels per cell of the aligner's features: one CLIP patch
+        (``input_size`` is the side of the image batch; CLIP's position
+        embeddings are interpolated to it)."""
+        return float(self.patch_size)
 
     # -- vision -------------------------------------------------------------
     def encode_images(self, images: Tensor) -> Tuple[Tensor, Tensor]:
@@ -440,83 +464,86 @@ class LlavaLMM(BaseModule):
         hidden = hidden[prompt_row[:, None], columns]
         return hidden, ids, labels
 
-    def _count_tokens(self, mode: str, prompt_image: Tensor,
-                      prompts: Sequence[TokenizedPrompt]) -> Dict[str, int]:
-        """LLM token positions a forward computes (``processed``, padding
-        included), against the least possible work (``prefix_and_suffixes``:
-        each image's prefix once plus every suffix) and the naive one
-        (``full_prompts``: every prompt in full)."""
-        full = [len(p.input_ids) for p in prompts]
-        suffixes = [len(p.input_ids) - p.prefix_len for p in prompts]
-        images = prompt_image.unique().tolist()
-        prefix_len = prompts[0].prefix_len
-        if mode == 'shared':  # one packed row per image, padded to the longest
-            per_image = dict.fromkeys(images, 0)
-            for image, length in zip(prompt_image.tolist(), suffixes):
-                per_image[image] += length
-            processed = len(images) * (prefix_len + max(per_image.values()))
-        elif mode == 'batched':
-            processed = len(prompts) * max(full)
-        else:
-            processed = sum(full)
-        return dict(
-            processed=processed,
-            prefix_and_suffixes=len(images) * prefix_len + sum(suffixes),
-            full_prompts=sum(full))
-
     @property
     def pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         return self.tokenizer.eos_token_id if pad is None else pad
 
-    def forward_prompts(self, image_embeds: Tensor,
+    def prompt_group_mode(self, prompt_image: Tensor,
+                          prompts: Sequence[TokenizedPrompt]) -> str:
+        """How one group of prompts with a common prefix runs: the
+        configured ``prompt_mode``, except that ``'shared'`` runs as
+        ``'batched'`` when each image has one prompt (nothing to share)."""
+        if (self.prompt_mode == 'shared'
+                and prompt_image.unique().numel() == len(prompts)):
+            # full prompts then run with a padding mask only, which keeps
+            # attention on the fused causal kernels (7B LoRA training at
+            # batch 20 on one H200: 36.6 samples/s against 32.0 with the
+            # packed 4D mask)
+            return 'batched'
+        return self.prompt_mode
+
+    def run_prompt_group(self, image_embeds: Tensor, prompt_image: Tensor,
+                         prompts: Sequence[TokenizedPrompt]):
+        """The LLM on prompts that share one prefix: (P, L, D) hidden
+        states with the ids and labels of the positions they are at."""
+        run = dict(
+            shared=self._run_shared,
+            batched=self._run_full,
+            per_prompt=self._run_per_prompt)[self.prompt_group_mode(
+                prompt_image, prompts)]
+        return run(image_embeds, prompt_image, prompts)
+
+    def forward_prompts(self,
+                        image_embeds: Tensor,
                         prompt_image: Sequence[int],
                         prompts: Sequence[TokenizedPrompt],
-                        with_lm_loss: bool = True) -> Dict[str, Tensor]:
+                        with_lm_loss: bool = True) -> PromptStates:
         """Run the LLM on every prompt of the batch.
+
+        Prompts are grouped by their shared prefix (location prompts share
+        "...Please find the location of", VQA conversations less), one LLM
+        call per group.
 
         Args:
             image_embeds: (B, n, D) from :meth:`encode_images`.
             prompt_image: image index of every prompt.
             prompts: tokenised conversations.
-
-        Returns:
-            ``loc_states`` (P, D): hidden state at ``[LOC]`` (zeros for prompts
-            without one), ``has_loc`` (P,) and, when asked, ``loss_lm``: the
-            next-token CE over the answers' tokens.
+            with_lm_loss: also sum the next-token loss of the answers.
         """
-        prompt_image = torch.as_tensor(prompt_image, device=image_embeds.device)
-        mode = self.prompt_mode
-        if mode == 'shared':
-            prefixes = {tuple(p.input_ids[:p.prefix_len]) for p in prompts}
-            images = prompt_image.unique().numel()
-            if len(prefixes) > 1 or images == len(prompts):
-                # Nothing to share: full prompts then run with a padding
-                # mask only, which keeps attention on the fused causal
-                # kernels (7B LoRA training at batch 20 on one H200: 36.6
-                # samples/s against 32.0 with the packed 4D mask).
-                mode = 'batched'
-        run = dict(
-            shared=self._run_shared,
-            batched=self._run_full,
-            per_prompt=self._run_per_prompt)[mode]
-        hidden, ids, labels = run(image_embeds, prompt_image, prompts)
-        self.llm_tokens.update(self._count_tokens(mode, prompt_image, prompts))
-        loc = ids == self.loc_token_id
-        has_loc = loc.any(1)
-        # User text never holds a [LOC] id, so the first one is the answer's.
-        loc_pos = loc.float().argmax(1)
-        loc_states = hidden[torch.arange(len(ids)), loc_pos] * has_loc[:, None]
-        out = dict(loc_states=loc_states, has_loc=has_loc)
-        if with_lm_loss:
-            shift_labels = labels[:, 1:]
-            keep = shift_labels != IGNORE_INDEX
-            # logits only where there is a label: the vocabulary is large
-            logits = self.hf_model.lm_head(hidden[:, :-1][keep])
-            out['loss_lm'] = F.cross_entropy(
-                logits.float(),
-                shift_labels[keep]) if keep.any() else hidden.sum() * 0
-        return out
+        device = image_embeds.device
+        groups = defaultdict(list)
+        for i, p in enumerate(prompts):
+            groups[tuple(p.input_ids[:p.prefix_len])].append(i)
+        order, states = [], []
+        loss_sum, num_tokens = None, 0
+        for members in groups.values():
+            hidden, ids, labels = self.run_prompt_group(
+                image_embeds,
+                torch.as_tensor([int(prompt_image[i]) for i in members],
+                                device=device), [prompts[i] for i in members])
+            loc = ids == self.loc_token_id
+            has_loc = loc.any(1)
+            # user text never holds a [LOC] id: the first one is the answer's
+            loc_pos = loc.float().argmax(1)
+            states.append(hidden[torch.arange(len(ids)), loc_pos] *
+                          has_loc[:, None])
+            order += members
+            if with_lm_loss:
+                shift_labels = labels[:, 1:]
+                keep = shift_labels != IGNORE_INDEX
+                # logits only where there is a label: the vocabulary is large
+                logits = self.hf_model.lm_head(hidden[:, :-1][keep])
+                group_sum = F.cross_entropy(
+                    logits.float(), shift_labels[keep], reduction='sum'
+                ) if keep.any() else hidden.sum() * 0
+                loss_sum = group_sum if loss_sum is None else (loss_sum +
+                                                               group_sum)
+                num_tokens += int(keep.sum())
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.as_tensor(order)] = torch.arange(len(order))
+        return PromptStates(
+            torch.cat(states)[inverse.to(device)], loss_sum, num_tokens)
 
     @torch.no_grad()
     def generate(self, image_embeds: Tensor, prompt_image: Sequence[int],

@@ -1,4 +1,5 @@
-"""Heatmap targets, losses and Stage-2 decoding of boxes.
+"""Heatmap targets, losses and Stage-2 decoding of boxes, keypoints and
+counts.
 
 Targets (Eq. 3): for every target object a Gaussian centred on the object,
 ``H(x, y) = max_k exp(-((x - x_k)^2 + (y - y_k)^2) / (2 sigma_k^2))``,
@@ -24,7 +25,9 @@ from mmdet.models.utils.gaussian_target import (gaussian_radius,
                                                 get_topk_from_heatmap)
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
+from mmengine.structures import InstanceData
 from torch import Tensor
+from torchvision.ops import batched_nms
 
 
 class PeakSelector:
@@ -243,3 +246,76 @@ class HeatmapHead(BaseModule):
         wh = wh.clamp(min=0)
         boxes = torch.cat([points - wh / 2, points + wh / 2], dim=-1)
         return scores, boxes * stride, points * stride
+
+    def predict_by_feat(self,
+                        preds: Dict[str, Tensor],
+                        img_meta: dict,
+                        cfg: dict,
+                        stride: float,
+                        rescale: bool = True) -> InstanceData:
+        """Boxes of one image's prompts (as ``CenterNetHead.predict_by_feat``).
+
+        Top-``cfg['topk']`` peaks per prompt become boxes; NMS across the
+        image's prompts when ``cfg['nms_iou']`` is set, keeping
+        ``cfg['max_per_img']``. Each box takes its prompt's label
+        (``img_meta['prompt_labels']``) and name (``img_meta['prompts']``,
+        in ``label_names``, which mmdet's visualiser draws).
+
+        Args:
+            preds: the aligner's ``heatmap`` (P, 1, h, w) and ``wh`` maps of
+                the image's P prompts.
+            img_meta: the data sample's metainfo.
+            cfg: the task's test settings.
+            stride: input pixels per heatmap cell.
+            rescale: boxes in the original image (``scale_factor``).
+        """
+        scores, boxes, _ = self.decode_boxes(preds, cfg['topk'], stride)
+        prompt = torch.arange(
+            len(scores), device=scores.device)[:, None].expand_as(scores)
+        prompt, scores, boxes = (prompt.flatten(), scores.flatten(),
+                                 boxes.flatten(0, 1))
+        labels = torch.as_tensor(
+            img_meta['prompt_labels'], device=scores.device).clamp(min=0)
+        labels = labels[prompt]
+        if cfg.get('nms_iou') is not None:
+            # torchvision's NMS runs on CUDA tensors whatever mmcv was built
+            # with (mmcv's ops may be CPU-only).
+            keep = batched_nms(boxes, scores, labels, cfg['nms_iou'])
+            keep = keep[:cfg.get('max_per_img', len(keep))]
+            prompt, scores, boxes, labels = (prompt[keep], scores[keep],
+                                             boxes[keep], labels[keep])
+        if rescale and 'scale_factor' in img_meta:
+            boxes /= boxes.new_tensor(img_meta['scale_factor']).repeat(2)
+        results = InstanceData(bboxes=boxes, scores=scores, labels=labels)
+        results.label_names = [img_meta['prompts'][i] for i in prompt.tolist()]
+        return results
+
+    @staticmethod
+    def predict_count(results: InstanceData, score_thr: float) -> int:
+        """Counting (Sec. 4.4): the peaks scored above ``score_thr``."""
+        return int((results.scores > score_thr).sum())
+
+    def predict_keypoints(self, preds: Dict[str, Tensor], img_meta: dict,
+                          stride: float, rescale: bool = True
+                          ) -> InstanceData:
+        """The best peak of each keypoint prompt of one person crop, mapped
+        back to the image (mmpose's top-down convention: ``input_center``,
+        ``input_scale``, ``input_size``); a crop-less image (an instruction)
+        is rescaled by ``scale_factor``."""
+        scores, _, points = self.decode_boxes(preds, 1, stride)
+        points = points[:, 0]
+        if 'input_center' in img_meta:
+            size = points.new_tensor(img_meta['input_size'])
+            scale = points.new_tensor(img_meta['input_scale'])
+            center = points.new_tensor(img_meta['input_center'])
+            points = points / size * scale + center - 0.5 * scale
+        elif rescale and 'scale_factor' in img_meta:
+            points = points / points.new_tensor(img_meta['scale_factor'])
+        box = points.new_tensor(img_meta.get('person_bbox', [0, 0, 0, 0]))
+        return InstanceData(
+            keypoints=points[None],
+            keypoint_scores=scores[None, :, 0],
+            bboxes=box[None],
+            bbox_scores=points.new_tensor(img_meta.get('bbox_score',
+                                                       1.0)).reshape(1),
+            labels=torch.zeros(1, dtype=torch.long, device=points.device))

@@ -15,7 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
+from mmdet.structures.bbox import get_box_tensor
 from mmengine.model import BaseModule
+from mmengine.structures import InstanceData
 from segment_anything import sam_model_registry
 from segment_anything.modeling import (ImageEncoderViT, MaskDecoder,
                                        PromptEncoder, Sam, TwoWayTransformer)
@@ -207,6 +209,18 @@ class SamMaskHead(BaseModule):
         self.loss_mask = MODELS.build(loss_mask)
         self.loss_dice = MODELS.build(loss_dice)
 
+    @property
+    def feat_dim(self) -> int:
+        """Channels of SAM's image embeddings (:meth:`encode`)."""
+        return self.sam.prompt_encoder.embed_dim
+
+    def feat_stride(self, input_size: int) -> float:
+        """Input pixels per cell of :meth:`encode`'s embeddings for a square
+        ``input_size`` batch (resized to SAM's input, then patched)."""
+        encoder = self.sam.image_encoder
+        cells = encoder.img_size // encoder.patch_embed.proj.kernel_size[0]
+        return input_size / cells
+
     def encode(self, images: Tensor) -> Tensor:
         """SAM image embeddings (B, C, h, w) of a normalised (B, 3, H, W)
         batch: back to pixels, longest side resized to SAM's input size,
@@ -291,6 +305,45 @@ class SamMaskHead(BaseModule):
                     self.sam.postprocess_masks(low_res, resized,
                                                tuple(input_size))[:, 0])
         return masks
+
+    def predict(self, image_embedding: Tensor, results: InstanceData,
+                img_meta: dict, input_size: Tuple[int, int],
+                rescale: bool) -> InstanceData:
+        """Masks of one image's decoded boxes (input pixels), as
+        ``SamPredictor.predict_torch`` + ``postprocess_masks`` give them.
+
+        The padding is cut off; with ``rescale`` the masks are resized to
+        ``ori_shape`` and the boxes divided by ``scale_factor`` (as mmdet's
+        mask heads do after a bbox head that left them unscaled).
+        """
+        logits = self.predict_masks(
+            image_embedding, [results.bboxes], input_size=input_size)[0]
+        h, w = img_meta.get('img_shape', input_size)[:2]
+        logits = logits[:, :h, :w]
+        if rescale and 'ori_shape' in img_meta and len(logits):
+            logits = F.interpolate(
+                logits[:, None], img_meta['ori_shape'][:2],
+                mode='bilinear', align_corners=False)[:, 0]
+        results.masks = logits > 0
+        if rescale and 'scale_factor' in img_meta:
+            results.bboxes /= results.bboxes.new_tensor(
+                img_meta['scale_factor']).repeat(2)
+        return results
+
+    def loss_by_gt(self, images: Tensor,
+                   gt_instances: List[InstanceData]) -> Dict[str, Tensor]:
+        """The losses of SAM prompted with the ground-truth boxes of
+        ``images`` (those of a batch that have gt masks; none gives zero
+        losses that keep the graph)."""
+        if not gt_instances:
+            zero = sum(p.sum() * 0 for p in self.parameters()
+                       if p.requires_grad)
+            return dict(loss_mask=zero, loss_dice=zero)
+        logits = self.predict_masks(
+            self.encode(images),
+            [get_box_tensor(g.bboxes) for g in gt_instances],
+            input_size=tuple(images.shape[-2:]))
+        return self.loss(logits, [g.masks for g in gt_instances])
 
     def loss(self, mask_logits: List[Tensor],
              gt_masks: List[Tensor]) -> Dict[str, Tensor]:

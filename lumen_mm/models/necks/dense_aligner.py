@@ -100,7 +100,12 @@ class SpatialContext(nn.Module):
 
 
 class _AlignerBase(BaseModule):
-    """Projections shared by both aligners.
+    """Projections and the interface shared by both aligners.
+
+    Both are called as ``aligner(loc_states, patch_feats, prompt_image,
+    high_res_feats=None)``; ``high_res_dim`` > 0 declares that the aligner
+    reads ``high_res_feats`` (:class:`Lumen` fills it in from its
+    ``high_res_encoder``).
 
     ``text_norm_cfg`` (e.g. ``dict(type='BN1d')``) normalises the ``[LOC]``
     states over the prompts of a batch before projecting them. A randomly
@@ -115,9 +120,11 @@ class _AlignerBase(BaseModule):
     upsample = 1
 
     def __init__(self, text_dim: int, vision_dim: int, embed_dim: int,
+                 high_res_dim: int = 0,
                  text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.high_res_dim = high_res_dim
         self.text_norm = (build_norm_layer(text_norm_cfg, text_dim)[1]
                           if text_norm_cfg else nn.Identity())
         self.text_proj = nn.Sequential(
@@ -127,6 +134,14 @@ class _AlignerBase(BaseModule):
             nn.Conv2d(vision_dim, embed_dim, 1), nn.GELU(),
             nn.Conv2d(embed_dim, embed_dim, 1))
         self.embed_dim = embed_dim
+
+    def check_high_res(self, high_res_feats: Optional[Tensor]) -> None:
+        if bool(self.high_res_dim) != (high_res_feats is not None):
+            raise ValueError(
+                f'This aligner has high_res_dim={self.high_res_dim}, but '
+                f'high_res_feats were {"not " * (high_res_feats is None)}'
+                'given: configure Lumen\'s high_res_encoder together with '
+                'the neck\'s high_res_dim (Lumen fills it in).')
 
     def project(self, loc_states: Tensor, patch_feats: Tensor,
                 prompt_image: Sequence[int]):
@@ -170,9 +185,16 @@ class TransformerDenseAligner(_AlignerBase):
                  num_heads: int = 8,
                  mlp_dim: int = 1024,
                  num_convs: int = 0,
+                 high_res_dim: int = 0,
                  text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
-        super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
+        if high_res_dim:
+            raise ValueError(
+                'TransformerDenseAligner reads no high-resolution features '
+                f'(high_res_dim={high_res_dim}): use '
+                "neck=dict(type='ConvDenseAligner', ...) or drop Lumen's "
+                'high_res_encoder.')
+        super().__init__(text_dim, vision_dim, embed_dim, 0, text_norm_cfg,
                          init_cfg)
         self.convs = _conv_stack(embed_dim, num_convs)
         self.wh_tokens = nn.Embedding(2, embed_dim)
@@ -188,8 +210,12 @@ class TransformerDenseAligner(_AlignerBase):
                 nn.Linear(embed_dim, embed_dim)) for _ in range(3))
         self.heat_bias = nn.Parameter(torch.tensor(FOCAL_PRIOR_BIAS))
 
-    def forward(self, loc_states: Tensor, patch_feats: Tensor,
-                prompt_image: Sequence[int]) -> Dict[str, Tensor]:
+    def forward(self,
+                loc_states: Tensor,
+                patch_feats: Tensor,
+                prompt_image: Sequence[int],
+                high_res_feats: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        self.check_high_res(high_res_feats)
         text, vision = self.project(loc_states, patch_feats, prompt_image)
         num, _, h, w = vision.shape
         queries = torch.cat(
@@ -228,22 +254,12 @@ class ConvDenseAligner(_AlignerBase):
     setting; a later convolution, whose features may peak at object centres
     rather than cover whole objects, is there to be tried.
 
-    ``position=True`` lets the ``[LOC]`` embedding weigh where each patch
-    is, as the paper's transformer aligner can through its position
-    embeddings: a second projection of the ``[LOC]`` embedding modulates
-    SAM's Fourier position embedding of every cell, added to the modulated
-    patch features. Detection, which does not care where an object is,
-    trains the projected patch features to drop their position (a linear
-    probe reads a patch's x and y from them with R^2 near 0), so "the
-    top-most object" otherwise has nothing to point at. The projection
-    starts at zero: the aligner starts as it would without it.
-
     ``high_res_dim`` > 0 reads one more input: features of the image from
     an additional high-resolution encoder (the paper's Table 3c adds SAM's
     ViT for that), ``high_res_dim`` channels at the heatmap's grid. The
     ``[LOC]`` embedding modulates them as it does the patches, they are
     added to the patch features read out at that grid, and
-    ``high_res_embed_dim``-wide 3x3 convolutions give corrections to the
+    a ``high_res_embed_dim``-wide 3x3 convolution gives corrections to the
     heatmap and wh maps: a patch's features then need not hold the shape of
     an object smaller than the patch. ``high_res_zero_init`` starts the
     corrections at zero, so that the aligner starts as it would without
@@ -258,22 +274,14 @@ class ConvDenseAligner(_AlignerBase):
                  dilations: Optional[Sequence[int]] = None,
                  upsample: int = 1,
                  spatial_context: Sequence[int] = (),
-                 position: bool = False,
                  high_res_dim: int = 0,
                  high_res_embed_dim: int = 32,
-                 high_res_convs: int = 1,
                  high_res_zero_init: bool = True,
                  text_norm_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
-        super().__init__(text_dim, vision_dim, embed_dim, text_norm_cfg,
-                         init_cfg)
+        super().__init__(text_dim, vision_dim, embed_dim, high_res_dim,
+                         text_norm_cfg, init_cfg)
         self.convs = _conv_stack(embed_dim, num_convs, dilations)
-        if position:
-            self.pos_embed = PositionEmbeddingRandom(embed_dim // 2)
-            self.pos_proj = nn.Linear(embed_dim, embed_dim)
-            nn.init.zeros_(self.pos_proj.weight)
-            nn.init.zeros_(self.pos_proj.bias)
-        self.position = position
         if isinstance(spatial_context, bool):
             raise TypeError(
                 'spatial_context lists the convolutions (1-based) that the '
@@ -293,7 +301,6 @@ class ConvDenseAligner(_AlignerBase):
         self.heat_conv = nn.Conv2d(embed_dim, upsample**2, 1)
         self.wh_conv = nn.Conv2d(embed_dim, 2 * upsample**2, 1)
         nn.init.constant_(self.heat_conv.bias, FOCAL_PRIOR_BIAS)
-        self.high_res_dim = high_res_dim
         if high_res_dim:
             # the patch features, each patch as upsample x upsample cells
             self.patch_readout = nn.Conv2d(
@@ -302,8 +309,7 @@ class ConvDenseAligner(_AlignerBase):
                 nn.Conv2d(high_res_dim, high_res_embed_dim, 1), nn.GELU(),
                 nn.Conv2d(high_res_embed_dim, high_res_embed_dim, 1))
             self.high_res_text = nn.Linear(embed_dim, high_res_embed_dim)
-            self.high_res_convs = _conv_stack(high_res_embed_dim,
-                                              high_res_convs)
+            self.high_res_convs = _conv_stack(high_res_embed_dim, 1)
             # heatmap and wh corrections
             self.high_res_out = nn.Conv2d(high_res_embed_dim, 3, 1)
             if high_res_zero_init:
@@ -315,17 +321,9 @@ class ConvDenseAligner(_AlignerBase):
                 patch_feats: Tensor,
                 prompt_image: Sequence[int],
                 high_res_feats: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        if bool(self.high_res_dim) != (high_res_feats is not None):
-            raise ValueError(
-                f'This aligner has high_res_dim={self.high_res_dim}, but '
-                f'high_res_feats were {"not " * (high_res_feats is None)}'
-                'given: configure Lumen\'s high_res_encoder together with '
-                'the neck\'s high_res_dim (Lumen fills it in).')
+        self.check_high_res(high_res_feats)
         text, vision = self.project(loc_states, patch_feats, prompt_image)
         x = vision * text[:, :, None, None]
-        if self.position:
-            pe = self.pos_embed(vision.shape[-2:])[None]
-            x = x + pe * self.pos_proj(text)[:, :, None, None]
         # the stack holds (conv, GELU) pairs
         for i in range(len(self.convs) // 2):
             x = self.convs[2 * i:2 * i + 2](x)

@@ -4,8 +4,6 @@ data_root = 'data/lumen_shapes/'
 image_size = 128
 classes = ('circle', 'square', 'triangle', 'star', 'hexagon', 'cross')
 metainfo = dict(classes=classes)
-meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
-             'task', 'prompts', 'prompt_labels')
 
 det_train_pipeline = [
     dict(type='LumenLoadImageFromFile'),
@@ -13,14 +11,14 @@ det_train_pipeline = [
     dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='Pad', size=(image_size, image_size)),
     dict(type='LumenDetPrompts', num_absent=None),
-    dict(type='PackDetInputs', meta_keys=meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 det_test_pipeline = [
     dict(type='LumenLoadImageFromFile'),
     dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='Pad', size=(image_size, image_size)),
     dict(type='LumenDetPrompts', test_mode=True),
-    dict(type='PackDetInputs', meta_keys=meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 ground_train_pipeline = [
     dict(type='LumenLoadImageFromFile'),
@@ -30,7 +28,7 @@ ground_train_pipeline = [
     dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='Pad', size=(image_size, image_size)),
     dict(type='LumenGroundPrompts'),
-    dict(type='PackDetInputs', meta_keys=meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 ground_test_pipeline = [
     dict(type='LumenLoadImageFromFile'),
@@ -41,7 +39,7 @@ ground_test_pipeline = [
         type='LoadAnnotations', with_bbox=False, with_label=False,
         with_mask=True),
     dict(type='LumenGroundPrompts'),
-    dict(type='PackDetInputs', meta_keys=meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 
 det_train = dict(

@@ -8,10 +8,6 @@ data_root = 'data/lumen_shapes/'
 pose_info = '{{ fileDirname }}/lumen_shapes_pose_info.py'
 keypoint_names = ('head', 'neck', 'left_hand', 'right_hand', 'hip',
                   'left_foot', 'right_foot')
-task_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape',
-                  'scale_factor', 'task', 'prompts', 'prompt_labels',
-                  'gt_count', 'answers', 'id', 'category_id', 'person_bbox',
-                  'bbox_score', 'input_center', 'input_scale', 'input_size')
 
 # Horizontal flips double the training images: every shape is
 # mirror-symmetric, and a flipped referring sentence swaps "left" and
@@ -31,7 +27,7 @@ det_train_pipeline = [
     dict(type='Pad', size=(128, 128)),
     flip,
     dict(type='LumenDetPrompts', num_absent=None),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 # grounding and referring segmentation load their samples alike
 referring_train_loading = [
@@ -45,7 +41,7 @@ referring_train_loading = [
 ]
 ground_train_pipeline = referring_train_loading + [
     dict(type='LumenGroundPrompts'),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 seg_train_pipeline = [
     dict(type='LumenLoadImageFromFile'),
@@ -54,18 +50,18 @@ seg_train_pipeline = [
     dict(type='Pad', size=(128, 128)),
     flip,
     dict(type='LumenDetPrompts', task='seg', num_absent=None),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 seg_test_pipeline = [
     dict(type='LumenLoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='Pad', size=(128, 128)),
     dict(type='LumenDetPrompts', task='seg', test_mode=True),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 refseg_train_pipeline = referring_train_loading + [
     dict(type='LumenGroundPrompts', task='refseg'),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 refseg_test_pipeline = [
     dict(type='LumenLoadImageFromFile'),
@@ -76,7 +72,7 @@ refseg_test_pipeline = [
         type='LoadAnnotations', with_bbox=False, with_label=False,
         with_mask=True),
     dict(type='LumenGroundPrompts', task='refseg'),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 # Top-down pose (Sec. 4.1.2): crop each person box (x1.25), one prompt per
 # keypoint, with mmpose's own transforms.
@@ -85,7 +81,7 @@ pose_pipeline = [
     dict(type='mmpose.GetBBoxCenterScale', padding=1.25),
     dict(type='mmpose.TopdownAffine', input_size=(128, 128)),
     dict(type='LumenPosePrompts', keypoint_names=keypoint_names),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 count_train_pipeline = [
     dict(type='LumenLoadImageFromFile'),
@@ -94,21 +90,21 @@ count_train_pipeline = [
     dict(type='Pad', size=(128, 128)),
     flip,
     dict(type='LumenCountPrompts'),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 count_test_pipeline = [
     dict(type='LumenLoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='Pad', size=(128, 128)),
     dict(type='LumenCountPrompts'),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 vqa_pipeline = [
     dict(type='LumenLoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='Pad', size=(128, 128)),
     dict(type='LumenVQAPrompts'),
-    dict(type='PackDetInputs', meta_keys=task_meta_keys),
+    dict(type='PackLumenInputs'),
 ]
 
 seg_train = dict(

@@ -12,24 +12,14 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from .conversation import IMAGE_TOKEN, LLAVA_V1_SYSTEM, TASK_FORMATS
+from .conversation import IMAGE_TOKEN, template_texts
 
 BASE_SPECIAL_TOKENS = ['<unk>', '<s>', '</s>', '<pad>', IMAGE_TOKEN]
 
 
-def template_corpus() -> list:
-    """Every fixed string of the conversation template."""
-    texts = [LLAVA_V1_SYSTEM, 'USER: ', ' ASSISTANT:', '\n',
-             '\nPlease find the location of',
-             ' Sure, the location is', '. The task output is', '.']
-    texts += [f'. Respond with {fmt}. ASSISTANT:'
-              for fmt in TASK_FORMATS.values()]
-    return texts
-
-
 def train_tokenizer(texts: Iterable[str], out_dir: str,
                     vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on ``texts`` + the template; save it HF-style."""
+    """Train a byte-level BPE on the template + ``texts``; save it HF-style."""
     tok = Tokenizer(models.BPE(unk_token='<unk>'))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -38,7 +28,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str,
         special_tokens=BASE_SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False)
-    corpus = template_corpus() + list(texts)
+    corpus = template_texts() + list(texts)
     tok.train_from_iterator(corpus, trainer=trainer)
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok,

@@ -17,29 +17,28 @@ description that contains ``[LOC]`` or ``<image>`` stays plain text.
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from lumen_mm.tasks import TASKS, TEMPLATE_TASKS, get_task
+
 LOC_TOKEN = '[LOC]'
 IMAGE_TOKEN = '<image>'
-# Task tokens route the Stage-2 decoding pathway (Sec. 3.2.2).
-TASK_TOKENS: Dict[str, str] = {
-    'det': '[DET]',
-    'seg': '[SEG]',
-    'pose': '[POINT]',
-    'ground': '[GROUND]',
-    'refseg': '[REFSEG]',
-}
-# What the user asks the model to respond with, per task.
-TASK_FORMATS: Dict[str, str] = {
-    'det': 'boxes',
-    'seg': 'masks',
-    'pose': 'points',
-    'ground': 'boxes',
-    'refseg': 'masks',
-}
-LUMEN_SPECIAL_TOKENS: List[str] = [LOC_TOKEN, *TASK_TOKENS.values()]
+# Task tokens route the Stage-2 decoding pathway (Sec. 3.2.2); their order
+# fixes their token ids.
+LUMEN_SPECIAL_TOKENS: List[str] = [
+    LOC_TOKEN, *(TASKS[t].token for t in TEMPLATE_TASKS)
+]
 
 LLAVA_V1_SYSTEM = ('A chat between a curious human and an artificial '
                    'intelligence assistant. The assistant gives helpful, '
                    "detailed, and polite answers to the human's questions.")
+# The fixed strings of the template, each written once.
+USER = 'USER: '
+ASSISTANT = ' ASSISTANT:'
+CHAT_START = '\n'
+LOCATE = '\nPlease find the location of'
+RESPOND = '. Respond with {}.' + ASSISTANT
+ANSWER = ' Sure, the location is'
+ANSWER_TASK = '. The task output is'
+END = '.'
 IGNORE_INDEX = -100
 
 
@@ -95,6 +94,10 @@ class ConversationTemplate:
                 '`tokenizer.add_tokens([...], special_tokens=True)`.')
         return idx
 
+    def task_token_ids(self) -> Dict[int, str]:
+        """Task name of each task token's id (routes a generated answer)."""
+        return {self.token_id(TASKS[t].token): t for t in TEMPLATE_TASKS}
+
     def image_ids(self) -> List[int]:
         ids = [self.token_id(IMAGE_TOKEN)] * self.num_image_tokens
         if self.image_start:
@@ -107,7 +110,7 @@ class ConversationTemplate:
         """System prompt, ``USER:``, the image and the instruction's start."""
         bos = [self.tokenizer.bos_token_id
                ] if self.tokenizer.bos_token_id is not None else []
-        head = f'{self.system} USER: ' if self.system else 'USER: '
+        head = f'{self.system} {USER}' if self.system else USER
         return (bos + self._text(head) + self.image_ids() +
                 self._text(question_start))
 
@@ -119,23 +122,20 @@ class ConversationTemplate:
         its hidden state is all that Stage 2 needs, so inference never
         generates.
         """
-        if task not in TASK_TOKENS:
-            raise ValueError(f'Unknown task {task!r}; expected one of '
-                             f'{sorted(TASK_TOKENS)}.')
+        spec = get_task(task)
+        if spec.token is None:
+            raise ValueError(f'Task {task!r} has no location template; '
+                             f'those that do: {TEMPLATE_TASKS}.')
         if not description or not description.strip():
             raise ValueError('Empty description: give a class name or a '
                              'referring sentence to locate.')
-        prefix = self.prefix_ids('\nPlease find the location of')
+        prefix = self.prefix_ids(LOCATE)
         words = self._user_text(' ' + description.strip())
-        question = (words + self._text(
-            f'. Respond with {TASK_FORMATS[task]}. ASSISTANT:'))
-        answer = self._text(' Sure, the location is') + [
-            self.token_id(LOC_TOKEN)
-        ]
+        question = words + self._text(RESPOND.format(spec.answer_format))
+        answer = self._text(ANSWER) + [self.token_id(LOC_TOKEN)]
         if with_answer:
-            answer += (self._text('. The task output is') +
-                       [self.token_id(TASK_TOKENS[task])] + self._text('.') +
-                       [self.tokenizer.eos_token_id])
+            answer += (self._text(ANSWER_TASK) + [self.token_id(spec.token)] +
+                       self._text(END) + [self.tokenizer.eos_token_id])
         ids = prefix + question + answer
         labels = [IGNORE_INDEX] * (len(prefix) + len(question)) + answer
         return TokenizedPrompt(ids, labels, len(prefix), words)
@@ -149,13 +149,13 @@ class ConversationTemplate:
         if not turns:
             raise ValueError('A conversation needs at least one '
                              '(question, answer) turn.')
-        prefix = self.prefix_ids('\n')
+        prefix = self.prefix_ids(CHAT_START)
         ids, labels = list(prefix), [IGNORE_INDEX] * len(prefix)
         for i, (question, answer) in enumerate(turns):
             if not question.strip():
                 raise ValueError('Empty question in a conversation turn.')
-            user = (self._text('USER: ') if i else []) + self._user_text(
-                question.strip()) + self._text(' ASSISTANT:')
+            user = (self._text(USER) if i else []) + self._user_text(
+                question.strip()) + self._text(ASSISTANT)
             reply = self._user_text(' ' + answer.strip()) + [
                 self.tokenizer.eos_token_id
             ]
@@ -172,7 +172,15 @@ class ConversationTemplate:
         if not instruction or not instruction.strip():
             raise ValueError('Empty instruction: ask the model something, '
                              'e.g. "Please find the location of the cat."')
-        prefix = self.prefix_ids('\n')
+        prefix = self.prefix_ids(CHAT_START)
         ids = prefix + self._user_text(instruction.strip()) + self._text(
-            ' ASSISTANT:')
+            ASSISTANT)
         return TokenizedPrompt(ids, [IGNORE_INDEX] * len(ids), len(prefix))
+
+
+def template_texts() -> List[str]:
+    """Every fixed string of the template, for training a tokenizer on it."""
+    return [LLAVA_V1_SYSTEM, USER, ASSISTANT, CHAT_START, LOCATE, ANSWER,
+            ANSWER_TASK, END] + [
+                RESPOND.format(TASKS[t].answer_format) for t in TEMPLATE_TASKS
+            ]
