@@ -1,4 +1,4 @@
-"""Timing Lumen: one image, all classes (issue 6; ``tools/benchmark.py``).
+"""Timing Lumen: one image, all classes (``tools/benchmark.py``).
 
 Inference runs ``model.test_step`` on synthetic images (random pixels at the
 config's input size), each asked about C class names, and reports images/s,

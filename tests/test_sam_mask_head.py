@@ -36,7 +36,7 @@ def test_trained_decoder_masks_the_square_inside_its_box():
     params = [p for p in head.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=3e-3)
     for _ in range(40):
-        losses = head.loss(
+        losses = head.loss_by_feat(
             head.predict_masks(embeddings, [box], None, size), [square])
         optim.zero_grad()
         sum(losses.values()).backward()
@@ -71,7 +71,7 @@ def test_all_prompts_of_an_image_in_one_call_and_zero_prompts():
     assert labels.tolist() == [[1], [1], [1]]
     assert masks[0].shape == (3, *size) and masks[1].shape == (0, *size)
     assert not masks[0].requires_grad  # frozen SAM runs without gradients
-    losses = head.loss([masks[1]], [torch.zeros(0, *size)])
+    losses = head.loss_by_feat([masks[1]], [torch.zeros(0, *size)])
     assert all(torch.isfinite(v) and v == 0 for v in losses.values())
 
 
@@ -86,7 +86,7 @@ def test_explicit_points_and_bad_prompts():
     with pytest.raises(ValueError, match='one point per box'):
         head.predict_masks(embeddings, [box], [torch.zeros(2, 2)], (64, 64))
     with pytest.raises(ValueError, match='do not match'):
-        head.loss([centre], [torch.zeros(1, 32, 32)])
+        head.loss_by_feat([centre], [torch.zeros(1, 32, 32)])
 
 
 def test_input_normalisation_is_converted_to_sams():

@@ -40,14 +40,11 @@ class Lumen(BaseDetector):
     """Lumen (Sec. 3): task-agnostic matching, then task-specific decoding.
 
     Each data sample is one image (one person crop for pose) with metainfo
-    ``task`` (a name of :data:`lumen_mm.tasks.TASKS`), ``prompts`` (what to
-    locate, a VQA conversation's questions with its ``answers``, or one
-    instruction) and ``prompt_labels`` (per prompt, the label whose
-    ``gt_instances`` are its targets).
-
-    The vision tower runs once per image; the prompts of a batch run through
-    the LLM grouped by their shared prefix, and all ``[LOC]`` states through
-    the aligner as one batch.
+    ``task`` (see :mod:`lumen_mm.tasks`), ``prompts`` (what to locate, a VQA
+    conversation's questions with its ``answers``, or one instruction) and
+    ``prompt_labels`` (per prompt, the label of its ``gt_instances``). The
+    vision tower runs once per image, the LLM once per shared prefix, the
+    aligner once per batch.
 
     Args:
         backbone: the LMM (:class:`LlavaLMM`).
@@ -56,15 +53,13 @@ class Lumen(BaseDetector):
         bbox_head: :class:`HeatmapHead`.
         mask_head: :class:`SamMaskHead` for the mask tasks; None: no masks.
         loss_lm_weight: lambda_t of Eq. 5 (lambda_h lives in the head's loss).
-        loc_words_loss: :class:`LocWordsLoss`, for an LLM trained from
-            scratch (not in the paper); None: no such loss.
+        loc_words_loss: :class:`LocWordsLoss` (not in the paper), or None.
         aligner_features: ``'clip'``: the aligner reads the LMM's CLIP tower
             at high resolution (the paper); ``'sam'``: the mask head's SAM
             embeddings (Table 3c).
-        high_res_encoder: an additional encoder of the input images whose
-            last output the aligner reads beside the patches (e.g. mmdet's
-            ``ResNet`` with one stage); its ``feat_dim`` fills in the neck's
-            ``high_res_dim``.
+        high_res_encoder: an additional image encoder (e.g. mmdet's
+            ``ResNet``) whose last output the aligner reads beside the
+            patches; its ``feat_dim`` fills in the neck's ``high_res_dim``.
         max_new_tokens: answer length limit of VQA and instructions.
         test_cfg: per task, settings of its decoder (``topk``, ``nms_iou``,
             ``max_per_img``, ``score_thr``) over the task table's defaults.
@@ -203,15 +198,7 @@ class Lumen(BaseDetector):
             losses['loss_loc_words'] = self.loc_words_loss(
                 out.loc_states, [q.tokens.description_ids for q in queries])
         if self.with_mask_loss:  # the ablation of a trained mask decoder
-            chosen = [
-                i for i, s in enumerate(data_samples)
-                if get_task(s.metainfo.get('task', 'det')).decoder == 'masks'
-                and 'masks' in s.get('gt_instances', {})
-            ]
-            losses.update(
-                self.mask_head.loss_by_gt(
-                    inputs[chosen],
-                    [data_samples[i].gt_instances for i in chosen]))
+            losses.update(self.mask_head.loss(inputs, data_samples))
         return losses
 
     def predict(self,

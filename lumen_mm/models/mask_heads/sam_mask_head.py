@@ -24,6 +24,8 @@ from segment_anything.modeling import (ImageEncoderViT, MaskDecoder,
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import Tensor
 
+from lumen_mm.tasks import get_task
+
 SAM_TYPES = ('vit_h', 'vit_l', 'vit_b', 'tiny')
 # Official checkpoints (github.com/facebookresearch/segment-anything).
 SAM_CHECKPOINTS = {
@@ -330,22 +332,27 @@ class SamMaskHead(BaseModule):
                 img_meta['scale_factor']).repeat(2)
         return results
 
-    def loss_by_gt(self, images: Tensor,
-                   gt_instances: List[InstanceData]) -> Dict[str, Tensor]:
-        """The losses of SAM prompted with the ground-truth boxes of
-        ``images`` (those of a batch that have gt masks; none gives zero
-        losses that keep the graph)."""
-        if not gt_instances:
+    def loss(self, images: Tensor, data_samples: list) -> Dict[str, Tensor]:
+        """Losses of SAM prompted with the ground-truth boxes of the batch's
+        mask-task samples that have gt masks (the ablation of a trained
+        mask decoder); none gives zero losses that keep the graph."""
+        chosen = [
+            i for i, s in enumerate(data_samples)
+            if get_task(s.metainfo.get('task', 'det')).decoder == 'masks'
+            and 'masks' in s.get('gt_instances', {})
+        ]
+        if not chosen:
             zero = sum(p.sum() * 0 for p in self.parameters()
                        if p.requires_grad)
             return dict(loss_mask=zero, loss_dice=zero)
+        gts = [data_samples[i].gt_instances for i in chosen]
         logits = self.predict_masks(
-            self.encode(images),
-            [get_box_tensor(g.bboxes) for g in gt_instances],
+            self.encode(images[chosen]),
+            [get_box_tensor(g.bboxes) for g in gts],
             input_size=tuple(images.shape[-2:]))
-        return self.loss(logits, [g.masks for g in gt_instances])
+        return self.loss_by_feat(logits, [g.masks for g in gts])
 
-    def loss(self, mask_logits: List[Tensor],
+    def loss_by_feat(self, mask_logits: List[Tensor],
              gt_masks: List[Tensor]) -> Dict[str, Tensor]:
         """Sigmoid cross-entropy and Dice of the mask logits.
 

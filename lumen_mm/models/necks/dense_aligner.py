@@ -67,9 +67,7 @@ class SpatialContext(nn.Module):
             {side: CornerPool(mode) for side, (mode, _, _) in
              self._SIDES.items()})
         # zero-initialised, so that the aligner starts as it would without
-        # the context. A run with a random mix, and the [LOC] embedding also
-        # gating every convolution, never learned to tell the class prompts
-        # apart (bbox AP50 0.149)
+        # the context (a random mix kept the class prompts from separating)
         self.mix = nn.Conv2d(5 * dim, dim, 1)
         nn.init.zeros_(self.mix.weight)
         nn.init.zeros_(self.mix.bias)
