@@ -90,29 +90,160 @@ def test_coco_detection_and_instances(paper_cfg, tmp_path):
     assert seg.task == 'seg' and len(seg.prompts) == 80
 
 
-def test_objects365_v2(paper_cfg, tmp_path):
+def test_objects365_v2_release_paths(paper_cfg, tmp_path):
+    """zhiyuan_objv2_train.json names images images/v{1,2}/patchN/...; the
+    patchN.tar.gz archives unpack to train/patchN/ (mmdet's layout)."""
     from mmdet.datasets import Objects365V2Dataset
     classes = Objects365V2Dataset.METAINFO['classes']
-    _coco_instances(tmp_path, 'annotations/zhiyuan_objv2_train.json',
-                    'train', classes)
-    sample = _sample(_build(paper_cfg, 'objects365_train', tmp_path))
+    images, anns = [], []
+    for image_id, name, on_disk in (
+            (1, 'images/v1/patch0/objects365_v1_00000001.jpg', True),
+            (908730, 'images/v2/patch16/objects365_v2_00908730.jpg', True),
+            # in the annotations but missing from the archives
+            (908726, 'images/v2/patch16/objects365_v2_00908726.jpg', False),
+            (320532, 'images/v1/patch6/objects365_v1_00320532.jpg', False)):
+        if on_disk:
+            _image(tmp_path / 'train' / name.split('/', 2)[2], image_id)
+        images.append(dict(height=H, id=image_id, license=5, width=W,
+                           file_name=name, url=''))
+        for cat, box in ((1, [4.5, 4.25, 20.0, 30.0]),
+                         (365, [30.0, 10.0, 24.0, 20.0])):
+            anns.append(dict(id=len(anns) + 1, iscrowd=0, isfake=0,
+                             area=box[2] * box[3], isreflected=0, bbox=box,
+                             image_id=image_id, category_id=cat))
+    _json(tmp_path / 'annotations/zhiyuan_objv2_train.json', dict(
+        images=images, annotations=anns,
+        categories=[dict(id=i + 1, name=n) for i, n in enumerate(classes)]))
+    dataset = _build(paper_cfg, 'objects365_train', tmp_path)
+    paths = [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
+    assert sorted(paths) == [
+        f'{tmp_path}/train/patch0/objects365_v1_00000001.jpg',
+        f'{tmp_path}/train/patch16/objects365_v2_00908730.jpg']
+    sample = _sample(dataset)
     # the 2 classes present + 20 absent ones of 365
     assert len(sample.prompts) == 22
     assert {'Person', classes[-1]} <= set(sample.prompts)
     assert sample.prompt_labels == sorted(sample.prompt_labels)
+    box = sample.gt_instances.bboxes.tensor[0].tolist()
+    assert box == pytest.approx([31.5, 29.75, 171.5, 239.75])  # x 7
 
 
-def test_openimages_in_coco_layout(paper_cfg, tmp_path):
-    names = ('Tortoise', 'Container', 'Magpie')
-    _coco_instances(tmp_path,
-                    'annotations/openimages_v6_train_bbox_coco.json',
-                    'train', names, cat_ids=[10, 2, 7])
+# OpenImages v6 as released: classes of class-descriptions-boxable.csv (no
+# header) and the columns of oidv6-train-annotations-bbox.csv
+OI_CLASSES = (('/m/011k07', 'Tortoise'), ('/m/011q46kg', 'Container'),
+              ('/m/012074', 'Magpie'), ('/m/0120dh', 'Sea turtle'),
+              ('/m/09dzg', 'Turtle'))
+OI_HEADER = ('ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,'
+             'IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside')
+OI_XCLICK = ',XClick1X,XClick2X,XClick3X,XClick4X,XClick1Y,XClick2Y,' \
+    'XClick3Y,XClick4Y'
+
+
+def _openimages(root, exif_orientation=None):
+    """The released files under ``root/annotations`` and two images under
+    ``root/train``; the first image has two boxes, the second one (with no
+    XClick points, as an activemil box has)."""
+    ann = root / 'annotations'
+    ann.mkdir(parents=True)
+    (ann / 'class-descriptions-boxable.csv').write_text(
+        ''.join(f'{mid},{name}\n' for mid, name in OI_CLASSES))
+    _json(ann / 'bbox_labels_600_hierarchy.json', dict(
+        LabelName='/m/0bl9f', Subcategory=[
+            dict(LabelName='/m/09dzg', Subcategory=[
+                dict(LabelName='/m/011k07'), dict(LabelName='/m/0120dh')]),
+            dict(LabelName='/m/011q46kg'), dict(LabelName='/m/012074')]))
+    rows = [
+        '000002b66c9c498e,xclick,/m/011k07,1,0.062500,0.375000,0.125000,'
+        '0.750000,0,1,0,0,0,0.062500,0.200000,0.375000,0.300000,0.400000,'
+        '0.125000,0.600000,0.750000',
+        '000002b66c9c498e,xclick,/m/012074,1,0.500000,0.875000,0.250000,'
+        '0.500000,1,0,1,0,0,0.500000,0.600000,0.875000,0.700000,0.300000,'
+        '0.250000,0.400000,0.500000',
+        '000002b97e5471a0,activemil,/m/011q46kg,1,0.000000,0.500000,'
+        '0.000000,1.000000,0,0,0,1,0,-1,-1,-1,-1,-1,-1,-1,-1',
+    ]
+    (ann / 'oidv6-train-annotations-bbox.csv').write_text(
+        OI_HEADER + OI_XCLICK + '\n' + '\n'.join(rows) + '\n')
+    _image(root / 'train/000002b66c9c498e.jpg', 1)
+    path = root / 'train/000002b97e5471a0.jpg'
+    _image(path, 2)
+    if exif_orientation:  # stored landscape, shown portrait
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        Image.open(path).save(path, exif=exif)
+
+
+def test_openimages_v6_from_released_csvs(paper_cfg, tmp_path):
+    from lumen_mm.converters.openimages import write_openimages_image_metas
+    _openimages(tmp_path)
+    ann = tmp_path / 'annotations'
+    with pytest.raises(FileNotFoundError, match='openimages_image_metas'):
+        _build(paper_cfg, 'openimages_train', tmp_path)
+    metas = write_openimages_image_metas(
+        str(ann / 'oidv6-train-annotations-bbox.csv'), str(tmp_path / 'train'),
+        str(ann / 'train-image-metas.pkl'))
+    assert [m['ori_shape'] for m in metas] == [(H, W, 3)] * 2
     dataset = _build(paper_cfg, 'openimages_train', tmp_path)
+    names = [name for _, name in OI_CLASSES]
+    assert list(dataset.metainfo['classes']) == names
+    assert len(dataset) == 2
+    info = dataset.get_data_info(0)
+    assert info['img_id'] == '000002b66c9c498e'
+    assert list(info['text']) == names
+    # Tortoise's parents (mmdet's hierarchy matrix): Turtle
+    relation = dataset.metainfo['RELATION_MATRIX']
+    assert relation[0].nonzero()[0].tolist() == [0, 4]
+    sample = _sample(dataset)
+    assert {'Tortoise', 'Magpie'} <= set(sample.prompts)
+    assert sorted(sample.gt_instances.labels.tolist()) == [0, 2]
+    # 0-1 boxes -> pixels of the 64 x 48 image -> x 7 at 448
+    boxes = sorted(sample.gt_instances.bboxes.tensor.tolist())
+    assert boxes[0] == pytest.approx([28, 42, 168, 252])
+    assert boxes[1] == pytest.approx([224, 84, 392, 168])
+
+
+def test_openimages_metas_follow_the_decoder_and_refuse_other_files(
+        tmp_path):
+    import mmcv
+
+    from lumen_mm.converters.openimages import (openimages_image_ids,
+                                                write_openimages_image_metas)
+    _openimages(tmp_path, exif_orientation=6)
+    csv_file = str(tmp_path / 'annotations/oidv6-train-annotations-bbox.csv')
+    metas = write_openimages_image_metas(csv_file, str(tmp_path / 'train'),
+                                         nproc=2)
+    for meta in metas:
+        assert meta['ori_shape'] == mmcv.imread(meta['filename']).shape
+    assert metas[1]['ori_shape'] == (W, H, 3)  # turned by its EXIF tag
+    # validation-annotations-bbox.csv has no XClick columns
+    rows = open(csv_file).read().splitlines()
+    short = tmp_path / 'validation-annotations-bbox.csv'
+    short.write_text(''.join(','.join(r.split(',')[:13]) + '\n'
+                             for r in rows))
+    assert openimages_image_ids(str(short)) == [
+        '000002b66c9c498e', '000002b97e5471a0']
+    with pytest.raises(ValueError, match='not an OpenImages box CSV'):
+        write_openimages_image_metas(
+            str(tmp_path / 'annotations/class-descriptions-boxable.csv'),
+            str(tmp_path / 'train'))
+    with pytest.raises(FileNotFoundError, match='<ImageID>.jpg'):
+        write_openimages_image_metas(csv_file, str(tmp_path))
+
+
+def test_coco_format_dataset_reads_classes_from_the_file(tmp_path):
+    names = ('Tortoise', 'Container', 'Magpie')
+    _coco_instances(tmp_path, 'annotations/converted.json', 'train', names,
+                    cat_ids=[10, 2, 7])
+    from mmdet.registry import DATASETS
+
+    import lumen_mm  # noqa: F401
+    dataset = DATASETS.build(dict(
+        type='CocoFormatDataset', data_root=str(tmp_path) + '/',
+        ann_file='annotations/converted.json',
+        data_prefix=dict(img='train/'), return_classes=True, pipeline=[]))
     # the file's categories, in its order (mmdet's id -> label order)
     assert dataset.metainfo['classes'] == names
-    sample = _sample(dataset)
-    assert sample.prompts == list(names)
-    labels = sample.gt_instances.labels.tolist()
+    labels = [i['bbox_label'] for i in dataset.get_data_info(0)['instances']]
     assert sorted(labels) == [0, 2]  # Tortoise (id 10), Magpie (id 7)
 
 
@@ -228,20 +359,57 @@ def test_aic_converter_refuses_other_files(tmp_path):
 
 
 # -- VQA, VOC, counting -------------------------------------------------------
-def test_llava_instruct(paper_cfg, tmp_path):
+def _turn(who, text):
+    return {'from': who, 'value': text}
+
+
+def test_llava_instruct(paper_cfg, tmp_path, monkeypatch):
+    import lumen_mm.datasets.vqa as vqa
+    logged = []
+    monkeypatch.setattr(vqa, 'print_log',
+                        lambda msg, **kwargs: logged.append(msg))
     _image(tmp_path / 'coco/train2017/000000000009.jpg')
-    _json(tmp_path / 'llava_instruct/llava_instruct_150k.json', [dict(
-        id='000000000009', image='000000000009.jpg',
-        conversations=[
-            dict(value='<image>\nWhat is on the table?', **{'from': 'human'}),
-            dict(value='A bowl of fruit.', **{'from': 'gpt'}),
-            dict(value='What colour is it?', **{'from': 'human'}),
-            dict(value='Green.', **{'from': 'gpt'}),
-        ])])
-    sample = _sample(_build(paper_cfg, 'llava_instruct_train', tmp_path))
+    _json(tmp_path / 'llava_instruct/llava_instruct_150k.json', [
+        dict(id='000000000009', image='000000000009.jpg', conversations=[
+            _turn('human', '<image>\nWhat is on the table?'),
+            _turn('gpt', 'A bowl of fruit.'),
+            _turn('human', 'What colour is it?'),
+            _turn('gpt', 'Green.')]),
+        # opens with the assistant: LLaVA's training drops that turn
+        dict(id='000000000025', image='000000000009.jpg', conversations=[
+            _turn('gpt', 'Hello, ask me about the image.'),
+            _turn('human', 'How many bowls?\n<image>'),
+            _turn('gpt', 'One.')]),
+        # a last question without its answer trains nothing
+        dict(id='000000000030', image='000000000009.jpg', conversations=[
+            _turn('human', '<image>\nIs it day?'), _turn('gpt', 'Yes.'),
+            _turn('human', 'Why?')]),
+        # nothing left after the leading answer goes
+        dict(id='000000000034', image='000000000009.jpg', conversations=[
+            _turn('gpt', 'A lone answer.')]),
+    ])
+    dataset = _build(paper_cfg, 'llava_instruct_train', tmp_path)
+    assert len(dataset) == 3
+    sample = _sample(dataset)
     assert sample.task == 'vqa'
     assert sample.prompts == ['What is on the table?', 'What colour is it?']
     assert sample.answers == ['A bowl of fruit.', 'Green.']
+    assert dataset.get_data_info(1)['conversation'] == [
+        ('How many bowls?', 'One.')]
+    assert dataset.get_data_info(2)['conversation'] == [('Is it day?', 'Yes.')]
+    assert len(logged) == 1
+    assert ('leading non-human turn of 2 and the unanswered last question '
+            'of 1 of 4 conversations') in logged[0]
+    assert '1 were left empty' in logged[0]
+
+
+def test_llava_instruct_refuses_broken_turns(paper_cfg, tmp_path):
+    _json(tmp_path / 'llava_instruct/llava_instruct_150k.json', [
+        dict(id='7', image='7.jpg', conversations=[
+            _turn('human', 'Q'), _turn('human', 'Q again'),
+            _turn('gpt', 'A'), _turn('gpt', 'A again')])])
+    with pytest.raises(ValueError, match="'7'.*alternating human/gpt"):
+        _build(paper_cfg, 'llava_instruct_train', tmp_path)
 
 
 def test_pascal_voc_2007_val(paper_cfg, tmp_path):
@@ -264,24 +432,42 @@ def test_pascal_voc_2007_val(paper_cfg, tmp_path):
 
 
 def test_fsc147(paper_cfg, tmp_path):
-    _image(tmp_path / 'images_384_VarV2/7.jpg')
-    _image(tmp_path / 'images_384_VarV2/8.jpg')
+    """The release: H/W are the original photo's size; the stored images
+    (here 64 x 48 for a 640 x 480 photo) and the points are smaller."""
+    for name in ('7.jpg', '8.jpg', '9.jpg'):
+        _image(tmp_path / 'images_384_VarV2' / name)
     points = [[5.0, 6.0], [20.5, 30.0], [40.0, 12.0]]
     _json(tmp_path / 'annotation_FSC147_384.json', {
-        name: dict(H=H, W=W, points=pts,
+        name: dict(H=480, W=640, points=pts, ratio_h=0.1, ratio_w=0.1,
+                   r=[4, 4],
                    box_examples_coordinates=[[[1, 1], [1, 9], [9, 9],
-                                              [9, 1]]])
-        for name, pts in (('7.jpg', points), ('8.jpg', points[:1]))})
+                                              [9, 1]]],
+                   box_examples_path=[f'/nfs/box_examples/{name[:-4]}_0.jpg'],
+                   density_path=f'/nfs/gt_density_map_adaptive_384_VarV2/'
+                   f'{name[:-4]}.npy',
+                   img_path=f'/nfs/images_384_VarV2/{name}')
+        for name, pts in (('7.jpg', points), ('8.jpg', points[:1]),
+                          ('9.jpg', points[1:]))})
     _json(tmp_path / 'Train_Test_Val_FSC_147.json',
-          dict(train=['8.jpg'], val=[], test=['7.jpg']))
+          dict(test=['7.jpg', '9.jpg'], test_coco=['9.jpg'], train=[],
+               val=['8.jpg'], val_coco=['8.jpg']))
     (tmp_path / 'ImageClasses_FSC147.txt').write_text(
-        '7.jpg\tsea shells\n8.jpg\tapples\n')
+        '7.jpg\tsea shells\n8.jpg\tapples\n9.jpg\tcars\n')
     dataset = _build(paper_cfg, 'fsc147_test', tmp_path)
-    assert len(dataset) == 1
-    assert dataset.metainfo['classes'] == ('apples', 'sea shells')
+    assert len(dataset) == 2
+    assert dataset.metainfo['classes'] == ('apples', 'cars', 'sea shells')
+    info = dataset.get_data_info(0)
+    assert (info['width'], info['height']) == (W, H)  # not 640 x 480
+    assert [i['bbox'][:2] for i in info['instances']] == points
     sample = _sample(dataset)
     assert sample.task == 'count'
     assert sample.prompts == ['sea shells']
     assert sample.gt_count == 3
-    with pytest.raises(ValueError, match="'train', 'val'"):
+    coco = _build(paper_cfg, 'fsc147_test', tmp_path, split='test_coco')
+    assert [coco.get_data_info(0)[k] for k in ('img_id', 'gt_count')] == [
+        '9.jpg', 2]
+    val_coco = _build(paper_cfg, 'fsc147_test', tmp_path, split='val_coco')
+    assert val_coco.get_data_info(0)['text'][val_coco.get_data_info(0)[
+        'count_label']] == 'apples'
+    with pytest.raises(ValueError, match="'train', 'val', 'test', 'val_coco'"):
         _build(paper_cfg, 'fsc147_test', tmp_path, split='training')

@@ -9,8 +9,10 @@
 #     refcoco/instances.json refcoco/refs(unc).p        (mmdet's layout)
 #     refcoco+/instances.json refcoco+/refs(unc).p
 #     refcocog/instances.json refcocog/refs(umd).p
-#   data/objects365/annotations/zhiyuan_objv2_train.json, train/   (v2)
-#   data/openimages/annotations/openimages_v6_train_bbox_coco.json, train/
+#   data/objects365/annotations/zhiyuan_objv2_train.json, train/patch*/ (v2)
+#   data/openimages/annotations/oidv6-train-annotations-bbox.csv,
+#     class-descriptions-boxable.csv, bbox_labels_600_hierarchy.json,
+#     train-image-metas.pkl (tools/openimages_image_metas.py); train/
 #   data/aic/annotations/aic_train.json (tools/convert_aic_to_coco.py),
 #     train/ (keypoint_train_images_20170902)
 #   data/llava_instruct/llava_instruct_150k.json (images: coco/train2017)
@@ -81,7 +83,7 @@ aic_pose_pipeline = _pose_pipeline(aic_keypoint_names)
 vqa_pipeline = _box_pipeline(dict(type='LumenVQAPrompts'))
 count_test_pipeline = _box_pipeline(dict(type='LumenCountPrompts'))
 
-# -- detection: COCO 2017, Objects365 v2, OpenImages (COCO layout) ------------
+# -- detection: COCO 2017, Objects365 v2, OpenImages v6 ----------------------
 coco_det_train = dict(
     type='CocoDataset',
     data_root='data/coco/',
@@ -99,11 +101,14 @@ objects365_train = dict(
     return_classes=True,
     pipeline=det_large_vocab_train_pipeline)
 openimages_train = dict(
-    type='CocoFormatDataset',  # classes: the file's 601 categories
+    type='LumenOpenImagesDataset',  # mmdet's, from the released CSVs
     data_root='data/openimages/',
-    ann_file='annotations/openimages_v6_train_bbox_coco.json',
+    ann_file='annotations/oidv6-train-annotations-bbox.csv',
+    label_file='annotations/class-descriptions-boxable.csv',  # 601 classes
+    hierarchy_file='annotations/bbox_labels_600_hierarchy.json',
+    # image sizes: tools/openimages_image_metas.py (docs/datasets.md)
+    meta_file='annotations/train-image-metas.pkl',
     data_prefix=dict(img='train/'),
-    filter_cfg=dict(filter_empty_gt=True),
     return_classes=True,
     pipeline=det_large_vocab_train_pipeline)
 coco_det_val = dict(
