@@ -1,5 +1,6 @@
-"""Safe loading (issue 8): torch checkpoints with ``weights_only=True`` and an
-explicit allow-list, Hugging Face weights through safetensors only."""
+"""Safe loading (issues 8, 34): torch checkpoints with ``weights_only=True``
+and an explicit allow-list, registered by ``import lumen_mm`` for every
+mmengine client; Hugging Face weights through safetensors only."""
 import os
 import pickle
 
@@ -12,7 +13,8 @@ from torch import nn
 
 from lumen_mm.cli import load_local_checkpoint
 from lumen_mm.utils import UnsafeCheckpointError, load_checkpoint
-from lumen_mm.utils.safe_load import mmengine_safe_globals
+from lumen_mm.utils.safe_load import (mmengine_safe_globals,
+                                      register_safe_globals)
 
 
 class ToyModel(BaseModel):
@@ -64,6 +66,18 @@ def runner_checkpoint(tmp_path_factory) -> str:
     return str(work_dir / 'iter_2.pth')
 
 
+@pytest.fixture
+def without_allow_list():
+    """torch's global allow-list emptied, as before ``import lumen_mm``;
+    restored afterwards."""
+    saved = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        yield
+    finally:
+        torch.serialization.add_safe_globals(saved)
+
+
 def _allowed_names():
     return {
         g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
@@ -71,14 +85,14 @@ def _allowed_names():
     }
 
 
-def test_runner_checkpoints_load_with_the_allow_list(runner_checkpoint):
+def test_runner_checkpoints_load_with_the_allow_list(runner_checkpoint,
+                                                     without_allow_list):
+    # what torch would refuse without the allow-list: exactly what it allows
     needed = set(
         torch.serialization.get_unsafe_globals_in_checkpoint(
             runner_checkpoint))
     assert 'mmengine.logging.history_buffer.HistoryBuffer' in needed
     assert needed <= _allowed_names()
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(runner_checkpoint, weights_only=True)  # mmengine's way
 
     checkpoint = load_local_checkpoint(runner_checkpoint)
     assert checkpoint['meta']['iter'] == 2
@@ -87,6 +101,45 @@ def test_runner_checkpoints_load_with_the_allow_list(runner_checkpoint):
     assert isinstance(loss, HistoryBuffer) and len(loss.data[0]) == 2
     assert np.isfinite(loss.mean())
     assert set(checkpoint) >= {'state_dict', 'optimizer', 'param_schedulers'}
+
+
+def test_mmengine_loads_lumen_checkpoints_after_import(runner_checkpoint):
+    """mmengine's loader, which mmdet's tools/test.py, train.py --resume,
+    init_detector and DetInferencer call, and a plain ``torch.load`` (both
+    ``weights_only=True`` under torch >= 2.6) read Runner checkpoints once
+    lumen_mm is imported (what ``custom_imports`` does)."""
+    from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
+
+    # lumen_mm's own loader first: it must leave the allow-list registered
+    # (torch's safe_globals context manager would remove it on exit)
+    assert load_checkpoint(runner_checkpoint)['meta']['iter'] == 2
+    assert set(mmengine_safe_globals()) <= set(
+        torch.serialization.get_safe_globals())
+    model = ToyModel()
+    checkpoint = mmengine_load_checkpoint(model, runner_checkpoint)
+    assert checkpoint['meta']['iter'] == 2
+    assert torch.equal(model.linear.weight,
+                       checkpoint['state_dict']['linear.weight'])
+    loss = torch.load(runner_checkpoint)['message_hub']['log_scalars'][
+        'train/loss']
+    assert isinstance(loss, HistoryBuffer) and np.isfinite(loss.mean())
+
+
+def test_without_the_allow_list_mmengine_refuses(runner_checkpoint,
+                                                 without_allow_list):
+    """The failure mmdet's tools met before: mmengine 0.10.7 calls
+    ``torch.load`` without ``weights_only``; registering the allow-list is
+    what fixes it."""
+    from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
+
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        mmengine_load_checkpoint(ToyModel(), runner_checkpoint)
+    register_safe_globals()
+    register_safe_globals()  # idempotent: torch keeps a set
+    assert len(torch.serialization.get_safe_globals()) == len(
+        set(mmengine_safe_globals()))
+    assert mmengine_load_checkpoint(ToyModel(),
+                                    runner_checkpoint)['meta']['iter'] == 2
 
 
 class RunsCode:
@@ -116,6 +169,11 @@ def test_code_executing_pickle_is_refused(writer, tmp_path):
     assert 'its pickle asks for posix.system' in message
     assert 'could execute code' in message and 'you trust' in message
     assert not marker.exists()
+    # the allow-list registered by `import lumen_mm` for every client does
+    # not let it through either
+    with pytest.raises(pickle.UnpicklingError, match='posix.system'):
+        torch.load(path)
+    assert not marker.exists()
 
 
 class FetchesAttribute:
@@ -131,6 +189,8 @@ def test_getattr_reaches_only_history_buffer_statistics(tmp_path):
     with pytest.raises(UnsafeCheckpointError,
                        match="getattr.*'__init__'.*only HistoryBuffer"):
         load_checkpoint(str(path))
+    with pytest.raises(pickle.UnpicklingError, match='only HistoryBuffer'):
+        torch.load(path)  # the globally registered allow-list
     torch.save(dict(x=HistoryBuffer([1.0], [1])), path)
     assert load_checkpoint(str(path))['x'].mean() == 1.0
 

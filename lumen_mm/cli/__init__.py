@@ -76,13 +76,12 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def load_local_checkpoint(filename: str, map_location=None) -> dict:
-    """mmengine's local checkpoint loader, with ``weights_only=True``.
+    """A local mmengine checkpoint, loaded with ``weights_only=True``.
 
-    mmengine 0.10.7 calls ``torch.load`` without ``weights_only`` (``True``
-    since torch 2.6, with nothing allowed beyond tensors), which refuses the
-    message hub of every mmengine checkpoint. This loader allows exactly the
-    types mmengine checkpoints hold (:mod:`lumen_mm.utils.safe_load`) and
-    refuses any pickle that would call other code.
+    The allow-list of :mod:`lumen_mm.utils.safe_load`, which ``import
+    lumen_mm`` also registers for mmengine's own loader; a refused pickle
+    raises :class:`~lumen_mm.utils.UnsafeCheckpointError`, which says what it
+    asked for.
     """
     from lumen_mm.utils import load_checkpoint
     return load_checkpoint(filename, map_location=map_location)
@@ -129,7 +128,7 @@ def build_runner(cfg: Config, run: str = 'train'):
     layout instead of deep inside the Runner. A resumed run keeps the seed of
     its checkpoint (:func:`resume_with_checkpoint_seed`).
     """
-    from mmengine.runner import CheckpointLoader, Runner
+    from mmengine.runner import Runner
 
     from mmdet.registry import RUNNERS
 
@@ -138,9 +137,8 @@ def build_runner(cfg: Config, run: str = 'train'):
     check_dataset_files(cfg, RUN_DATA[run])
     if run == 'train':
         cfg = resume_with_checkpoint_seed(cfg)
-    # local checkpoints (load_from, resume) under torch >= 2.6
-    CheckpointLoader.register_scheme(
-        prefixes='', loader=load_local_checkpoint, force=True)
+    # load_from / resume: mmengine's own loader reads the checkpoint with
+    # weights_only=True and the allow-list `import lumen_mm` registered
     from lumen_mm.engine.dist import setup_cpu_distributed
     setup_cpu_distributed(cfg)  # DDP with gloo when there is no GPU
     if 'runner_type' not in cfg:

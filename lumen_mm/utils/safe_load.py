@@ -7,7 +7,12 @@ mmengine 0.10.7's own local loader calls ``torch.load`` without
 ``weights_only``; since torch 2.6 that means ``True`` with no allowances, which
 refuses every mmengine checkpoint (its message hub holds ``HistoryBuffer``
 objects and numpy values), so ``resume`` and ``load_from`` fail.
-:func:`load_checkpoint` loads them with exactly the globals they need.
+:func:`register_safe_globals` adds exactly the globals they need to torch's
+allow-list; ``import lumen_mm`` calls it, so every mmengine / mmdet client
+(mmdet's ``tools/test.py``, ``--resume``, ``init_detector``,
+``DetInferencer``) loads Lumen checkpoints with ``weights_only=True``.
+:func:`load_checkpoint` is lumen_mm's own loader: the same allow-list, with an
+error that says what a refused pickle asked for.
 
 What an mmengine 0.10.7 Runner checkpoint holds beyond torch's defaults, found
 with ``torch.serialization.get_unsafe_globals_in_checkpoint`` on a checkpoint
@@ -75,6 +80,17 @@ def mmengine_safe_globals() -> List[SafeGlobal]:
     ]
 
 
+def register_safe_globals() -> None:
+    """Allow :func:`mmengine_safe_globals` in every weights-only load.
+
+    ``torch.serialization.add_safe_globals`` keeps a set, so calling this
+    again changes nothing. mmengine 0.10.7 calls ``torch.load`` without
+    ``weights_only`` (``True`` since torch 2.6), so this is what lets its
+    loaders read mmengine checkpoints without ``weights_only=False``.
+    """
+    torch.serialization.add_safe_globals(mmengine_safe_globals())
+
+
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint's pickle asks for something that could execute code."""
 
@@ -111,13 +127,13 @@ def load_checkpoint(filename: str,
             f'Checkpoint file {filename!r} does not exist. Pass a .pth file '
             'written by tools/train.py (work_dirs/<config>/iter_<N>.pth; '
             'work_dirs/<config>/last_checkpoint names the latest).')
+    # Registered for good, not with torch.serialization.safe_globals: that
+    # context manager removes its globals on exit, even ones registered
+    # before it (by `import lumen_mm`), and mmengine's loader needs them.
+    register_safe_globals()
     try:
-        with torch.serialization.safe_globals(mmengine_safe_globals()):
-            return torch.load(
-                filename,
-                map_location=map_location,
-                weights_only=True,
-                mmap=mmap)
+        return torch.load(
+            filename, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
             f'Refused to load checkpoint {filename!r}: {_refusal(str(e))}. '
