@@ -1,9 +1,11 @@
 """Trainable-only checkpoints and export, on a tiny LoRA Lumen whose LLaVA
-comes from a Hugging Face directory written here (as the paper's does)."""
+comes from a Hugging Face directory written here (as the paper's does): the
+export loads back into plain transformers and peft with the same outputs."""
 import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.dataset import pseudo_collate
 
 from lumen_mm.engine import filter_trainable, load_trainable_checkpoint
@@ -11,8 +13,11 @@ from lumen_mm.engine import filter_trainable, load_trainable_checkpoint
 
 @pytest.fixture(scope='module')
 def base_llava(shapes_root, tmp_path_factory):
-    """A tiny pretrained LLaVA directory, the frozen base of the LoRA run."""
+    """A tiny pretrained LLaVA directory, the frozen base of the LoRA run:
+    like a released LLaVA, its tokenizer and embeddings hold ``<image>``
+    but not Lumen's tokens."""
     from conftest import SHAPES_CONFIG, tiny_config
+    from transformers import AutoTokenizer
 
     from lumen_mm.models import LlavaLMM
     cfg = tiny_config(SHAPES_CONFIG, shapes_root,
@@ -21,9 +26,13 @@ def base_llava(shapes_root, tmp_path_factory):
     backbone.pop('type')
     torch.manual_seed(0)
     lmm = LlavaLMM(**backbone)
+    tokenizer = AutoTokenizer.from_pretrained(backbone['tokenizer'])
+    lmm.hf_model.resize_token_embeddings(len(tokenizer))
+    # a base released for this LMM names the CLIP layer it reads
+    lmm.hf_model.config.vision_feature_layer = lmm.vision_feature_layer
     out = tmp_path_factory.mktemp('base_llava')
     lmm.hf_model.save_pretrained(out)
-    lmm.tokenizer.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return str(out)
 
 
@@ -99,14 +108,12 @@ def _outputs(model, batch):
         return model._forward(**data)
 
 
-def test_export_merges_lora_and_keeps_the_outputs(lora_cfg, tmp_path):
-    from mmdet.registry import DATASETS
-    from mmengine.config import Config
-
-    from lumen_mm.export import build_model, export_lumen
+def _trained_checkpoint(lora_cfg, tmp_path):
+    """The LoRA Lumen with trained-looking weights (LoRA and the new token
+    rows away from zero), and its trainable-only checkpoint."""
+    from lumen_mm.export import build_model
     torch.manual_seed(1)
     model = build_model(lora_cfg)
-    # trained-looking weights: LoRA and the new token rows away from zero
     for name, p in model.named_parameters():
         trained = 'lora_B' in name or 'trainable_tokens' in name
         if p.requires_grad and trained:
@@ -114,9 +121,21 @@ def test_export_merges_lora_and_keeps_the_outputs(lora_cfg, tmp_path):
     ckpt = tmp_path / 'trained.pth'
     torch.save(dict(state_dict=filter_trainable(model, model.state_dict()),
                     meta=dict(trainable_only=True)), ckpt)
+    return model.eval(), ckpt
 
-    dataset = DATASETS.build(copy.deepcopy(lora_cfg.test_dataloader.dataset))
-    batch = pseudo_collate([dataset[0], dataset[len(dataset) - 1]])
+
+def _test_batch(cfg, indices=(0, -1)):
+    from mmdet.registry import DATASETS
+    dataset = DATASETS.build(copy.deepcopy(cfg.test_dataloader.dataset))
+    return pseudo_collate([dataset[i % len(dataset)] for i in indices])
+
+
+def test_export_merges_lora_and_keeps_the_outputs(lora_cfg, tmp_path):
+    from mmengine.config import Config
+
+    from lumen_mm.export import build_model, export_lumen
+    model, ckpt = _trained_checkpoint(lora_cfg, tmp_path)
+    batch = _test_batch(lora_cfg)
     before = _outputs(model, batch)
 
     out = tmp_path / 'export'
@@ -140,3 +159,87 @@ def test_export_merges_lora_and_keeps_the_outputs(lora_cfg, tmp_path):
     assert not torch.allclose(
         base.backbone.hf_model.state_dict()[name],
         exported.backbone.hf_model.state_dict()[name])
+
+
+def test_export_loads_back_with_transformers_and_peft(lora_cfg, base_llava,
+                                                      tmp_path):
+    """The processor, the merged LLaVA, the peft adapter and the heads, each
+    loaded with plain transformers / peft / safetensors, give Lumen's
+    outputs."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import (AutoProcessor, AutoTokenizer,
+                              LlavaForConditionalGeneration)
+
+    from lumen_mm.export import export_lumen
+    model, ckpt = _trained_checkpoint(lora_cfg, tmp_path)
+    out = tmp_path / 'export'
+    export_lumen(lora_cfg, str(ckpt), str(out))
+
+    # Lumen: the [LOC] state of a detection prompt on a test image
+    lmm = model.backbone
+    batch = _test_batch(lora_cfg, indices=(0, ))
+    image = batch['inputs'][0]  # uint8 BGR, square: no letterbox padding
+    prompt = lmm.conversation.location_prompt('det', 'circle', False)
+    with torch.no_grad():
+        inputs = model.data_preprocessor(batch, False)['inputs']
+        embeds, _ = lmm.encode_images(inputs)
+        loc = lmm.forward_prompts(embeds, [0], [prompt],
+                                  with_lm_loss=False).loc_states[0]
+        logits = lmm.hf_model.lm_head(loc)
+        # the LMM's own input: the image resized to its input size inside
+        pixels = F.interpolate(inputs, size=(lmm.image_size, ) * 2,
+                               mode='bilinear', align_corners=False,
+                               antialias=True)
+
+    # the processor: Lumen's prompt ids, and its pixels up to the resize
+    processor = AutoProcessor.from_pretrained(out / 'llava')
+    messages = [
+        dict(role='user', content=[
+            dict(type='image'),
+            dict(type='text', text='Please find the location of circle. '
+                 'Respond with boxes.')]),
+        dict(role='assistant', content='Sure, the location is[LOC]'),
+    ]
+    text = processor.apply_chat_template(messages,
+                                         continue_final_message=True)
+    encoded = processor(text=text, images=[image.flip(0)],
+                        return_tensors='pt')
+    assert encoded['input_ids'][0].tolist() == prompt.input_ids
+    # PIL's bilinear on uint8 vs torch's antialiased bilinear on floats
+    assert (encoded['pixel_values'] - pixels).abs().max() < 0.05
+
+    def last_state(llava, pixel_values):
+        with torch.no_grad():
+            result = llava(input_ids=encoded['input_ids'],
+                           pixel_values=pixel_values,
+                           output_hidden_states=True)
+        return result.hidden_states[-1][0, -1], result.logits[0, -1]
+
+    merged = LlavaForConditionalGeneration.from_pretrained(
+        out / 'llava').eval()
+    state, merged_logits = last_state(merged, pixels)
+    assert torch.allclose(state, loc, atol=1e-4)
+    assert torch.allclose(merged_logits, logits, atol=1e-4)
+    # end to end with the processor's pixels: within the resize difference
+    state, _ = last_state(merged, encoded['pixel_values'])
+    assert torch.allclose(state, loc, atol=0.05 * loc.abs().max())
+
+    # peft: the adapter on the base, resized to the adapter's tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(out / 'adapter')
+    assert tokenizer.get_vocab() == lmm.tokenizer.get_vocab()
+    base = LlavaForConditionalGeneration.from_pretrained(base_llava)
+    assert base.get_input_embeddings().num_embeddings < len(tokenizer)
+    base.resize_token_embeddings(len(tokenizer))
+    adapted = PeftModel.from_pretrained(base, str(out / 'adapter')).eval()
+    state, adapted_logits = last_state(adapted, pixels)
+    assert torch.allclose(state, loc, atol=1e-4)
+    # the new tokens' lm_head rows: a fresh mean resize, as in Lumen
+    assert torch.allclose(adapted_logits, logits, atol=1e-3)
+
+    # aligner and heads
+    heads = load_file(out / 'lumen_heads.safetensors')
+    own = model.state_dict()
+    assert heads and all(not k.startswith('backbone.') for k in heads)
+    assert all(torch.equal(v, own[k]) for k, v in heads.items())
+    assert {k for k in own if not k.startswith('backbone.')} == set(heads)

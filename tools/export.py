@@ -2,8 +2,11 @@
 
     python tools/export.py CONFIG CHECKPOINT OUT_DIR
 
-Writes OUT_DIR/llava (LoRA merged), OUT_DIR/lumen_heads.pth (aligner, heads)
-and OUT_DIR/config.py; see lumen_mm/export.py.
+Writes OUT_DIR/llava (LoRA merged, tokenizer, processor with chat template:
+AutoProcessor and LlavaForConditionalGeneration load it), OUT_DIR/adapter
+(LoRA runs: the peft adapter with its tokenizer), OUT_DIR/lumen_heads.
+safetensors and .pth (aligner, heads) and OUT_DIR/config.py; see
+lumen_mm/export.py.
 """
 import argparse
 
@@ -20,7 +23,8 @@ def main() -> None:
     export_lumen(args.config, args.checkpoint, args.out_dir)
     print(f'Exported to {args.out_dir}: test it with '
           f'tools/test.py {args.out_dir}/config.py '
-          f'{args.out_dir}/lumen_heads.pth')
+          f'{args.out_dir}/lumen_heads.pth; load {args.out_dir}/llava with '
+          'AutoProcessor and LlavaForConditionalGeneration')
 
 
 if __name__ == '__main__':
