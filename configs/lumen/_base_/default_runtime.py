@@ -13,11 +13,16 @@ custom_hooks = [dict(type='FlushDenormalHook')]
 # Each log line: the mean over the iterations since the previous one (mmdet's
 # default window of 50 spread one bad batch over three lines).
 log_processor = dict(by_epoch=False, window_size=20)
-# TensorBoard: uncomment to log losses, metrics and images there as well as
-# to the work dir (needs `pip install tensorboard`, which requirements/ does
-# not install); then `tensorboard --logdir work_dirs/<config>`.
-# visualizer = dict(vis_backends=[
-#     dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])
+# TensorBoard: losses, learning rate, metrics and drawn images go to
+# <work_dir>/<timestamp>/vis_data/ as event files beside the local ones; view
+# them with `tensorboard --logdir work_dirs/<config>`. Off for one run:
+# `LUMEN_TENSORBOARD=0 python tools/train.py ...` (mmengine reads the
+# environment variables a config names in {{$...}} fields); off in a config:
+# `visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])`.
+tensorboard = '{{$LUMEN_TENSORBOARD:1}}' != '0'
+visualizer = dict(
+    vis_backends=[dict(type='LocalVisBackend')] +
+    ([dict(type='TensorboardVisBackend')] if tensorboard else []))
 # One seed for every run: the same data order and initial weights, so a
 # Lumen-Shapes number of the README comes back when rerun, up to the last bits
 # of multi-threaded CPU kernels (add deterministic=True for bit-exact runs;
