@@ -3,8 +3,8 @@
 # (RefCOCO/+/g), pose (COCO keypoints, AI Challenger) and VQA
 # (LLaVA-Instruct-150k) sampled 0.56 / 0.19 / 0.19 / 0.06; AdamW with weight
 # decay 0, batch 20 per GPU on 8 GPUs, 50k iterations, bf16, gradient
-# checkpointing; checkpoints hold only what trains (LoRA, new token rows,
-# aligner, heads).
+# checkpointing (schedule: _base_/schedules/lora_50k.py); checkpoints hold
+# only what trains (LoRA, new token rows, aligner, heads).
 #
 #   tools/dist_train.sh \
 #       configs/lumen/lumen_llava-v1.1-7b_lora_448_multitask_50k.py 8
@@ -15,7 +15,7 @@
 # RefCOCOg val referring seg cIoU 64.0.
 _base_ = [
     './_base_/default_runtime.py', './_base_/models/lumen_llava-v1.1-7b.py',
-    './_base_/datasets/lumen_paper_448.py'
+    './_base_/datasets/lumen_paper_448.py', './_base_/schedules/lora_50k.py'
 ]
 
 # -- data --------------------------------------------------------------------
@@ -77,27 +77,6 @@ val_evaluator = dict(
     ],
     dataset_prefixes=['coco', 'refcocog'])
 test_evaluator = val_evaluator
-
-# -- schedule ----------------------------------------------------------------
-# The paper's learning rate was lost from its text; 2e-4 is LLaVA's LoRA
-# rate. Linear warm-up, then cosine decay to 0 at the last iteration.
-max_iters = 50000
-optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    dtype='bfloat16',
-    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=0.0),
-    clip_grad=dict(max_norm=1.0))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=500),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=500, end=max_iters,
-         eta_min=0.0),
-]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=10000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-auto_scale_lr = dict(enable=False, base_batch_size=160)
 
 # -- runtime -----------------------------------------------------------------
 default_hooks = dict(

@@ -8,6 +8,8 @@ image_size = 252
 model = dict(backbone=dict(aligner_image_size=image_size))
 
 
+# The same function is in table3b_input-896.py: mmengine drops the functions
+# of a base config, so the two cannot inherit it.
 def _resized(node):
     """The config with every pipeline's output size set to image_size."""
     if isinstance(node, dict):

@@ -5,6 +5,8 @@ image_size = 896
 model = dict(backbone=dict(aligner_image_size=image_size))
 
 
+# The same function is in table3b_input-256.py: mmengine drops the functions
+# of a base config, so the two cannot inherit it.
 def _resized(node):
     """The config with every pipeline's output size set to image_size."""
     if isinstance(node, dict):

@@ -3,9 +3,8 @@
 _base_ = './lumen_llava-v1.1-7b_lora_448_multitask_10k.py'
 max_iters = 30000
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+# the paper's warm-up and cosine, ending at this config's last iteration
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=500),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=500, end=max_iters,
-         eta_min=0.0),
+    _base_.param_scheduler[0],
+    dict(_base_.param_scheduler[1], end=max_iters)
 ]

@@ -1,5 +1,6 @@
-# Ablation (Table 3a): the paper's transformer aligner on Lumen-Shapes, with
-# two 3x3 convolutions on the patch tokens before the read-out.
+# Table 3a on Lumen-Shapes: the paper's transformer aligner instead of the
+# conv one, with two 3x3 convolutions on the patch tokens before the
+# read-out (docs/studies/det_ground.md).
 _base_ = './lumen_tiny_shapes_det_ground.py'
 model = dict(
     neck=dict(

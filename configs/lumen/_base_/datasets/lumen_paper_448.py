@@ -1,6 +1,6 @@
 # The paper's nine datasets (Sec. 4.1.1, 4.4) as Lumen instruction samples at
-# 448 x 448, no augmentation (Sec. 4.1.3). Layout under data/ (README.md,
-# "Reproducing the paper"):
+# 448 x 448, no augmentation (Sec. 4.1.3). Layout under data/
+# (docs/datasets.md):
 #
 #   data/coco/                   COCO 2017 + 2014 train images (RefCOCO)
 #     annotations/instances_{train,val}2017.json

@@ -1,4 +1,4 @@
-# Lumen-Shapes, every task of the paper (issue 4): detection and instance
+# Lumen-Shapes, every task of the paper: detection and instance
 # segmentation on the shapes images, visual grounding and referring
 # segmentation on their expressions, top-down pose on stick figures,
 # counting images, and VQA in the LLaVA-Instruct layout.
@@ -9,15 +9,11 @@ pose_info = '{{ fileDirname }}/lumen_shapes_pose_info.py'
 keypoint_names = ('head', 'neck', 'left_hand', 'right_hand', 'hip',
                   'left_foot', 'right_foot')
 
-# Horizontal flips double the training images: every shape is
-# mirror-symmetric, and a flipped referring sentence swaps "left" and
-# "right" (RandomFlipReferring). Without them the all-task model learnt its
-# training sentences by heart: grounding Acc@0.5 0.70 on the first 200
-# training images against 0.42 on val; with them 0.54 / 0.44. Val
-# grounding moved within the run-to-run spread (+0.025 / -0.022, seeds 0 /
-# 1); bbox AP50 rose at both (0.690 vs 0.652, 0.700 vs 0.665; main config,
-# README "Flips"). VQA asks about positions and is not flipped; pose (a
-# crop per person) is not either.
+# Horizontal flips double the training images, against learning them by
+# heart: every shape is mirror-symmetric, and a flipped referring sentence
+# swaps "left" and "right" (RandomFlipReferring; docs/studies/flips.md). VQA
+# asks about positions and is not flipped; pose (a crop per person) is not
+# either.
 flip = dict(type='RandomFlip', prob=0.5, direction='horizontal')
 
 det_train_pipeline = [

@@ -3,7 +3,7 @@
 # light transformer aligner on 448-px CLIP features (32 x 32 patches), and
 # SAM ViT-H, frozen, as the promptable mask decoder.
 #
-# Weights (see "Reproducing the paper" in README.md):
+# Weights (docs/reproduce.md):
 #   checkpoints/llava-v1.1-7b-hf   tools/convert_llava_v1.py of the original
 #                                  LLaVA-Lightning-7B-v1-1 (after its delta)
 #   checkpoints/sam_vit_h_4b8939.pth   the official SAM ViT-H checkpoint

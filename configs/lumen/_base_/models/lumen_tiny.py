@@ -34,23 +34,15 @@ model = dict(
         aligner_feature_layer=-1,
         freeze_vision=False,
         lora=None),
-    # The convolutional aligner of the paper's Table 3a. With a randomly
-    # initialised LMM the [LOC] states of different prompts start almost
-    # equal (relative spread 0.5% after 300 iterations): every class prompt
-    # gets the same heatmap until training breaks that symmetry, and when
-    # it does is luck (learning rate 2e-3: never within 1200 iterations,
-    # bbox AP50 0.149). Batch normalisation of the [LOC] states over the
-    # prompts of a batch (text_norm_cfg) breaks it from the start: bbox
-    # AP50 0.666 vs 0.598 (1200 iterations, CPU). The conv aligner, which
-    # multiplies every patch feature by the [LOC] embedding, also breaks it
-    # sooner than the paper's transformer aligner
-    # (shapes/lumen_tiny_shapes_det_ground_transformer.py): bbox AP50 0.343
-    # vs 0.089 after 600 iterations without the normalisation (one H200).
-    # The paper's finding (transformer > conv) was made with pretrained CLIP
-    # and Vicuna. Dilations (1, 2, 4) let three convolutions see 15 x 15
-    # patches, which relations ("left of the yellow cross") need: grounding
-    # Acc@0.5 0.455 vs 0.410 with plain 3x3 convolutions (1200 iterations
-    # each, CPU).
+    # The convolutional aligner of the paper's Table 3a. A randomly
+    # initialised LMM gives every prompt almost the same [LOC] state, so
+    # every class prompt gets the same heatmap until training breaks the
+    # symmetry: batch normalisation of the [LOC] states over the prompts of
+    # a batch (text_norm_cfg) breaks it from the start, and the conv aligner,
+    # which multiplies every patch by the [LOC] embedding, sooner than the
+    # transformer one. Dilations (1, 2, 4) let three convolutions see 15 x 15
+    # patches, which relations need ("left of the yellow cross").
+    # Measurements: docs/studies/all_tasks.md, docs/studies/det_ground.md.
     neck=dict(
         type='ConvDenseAligner',
         embed_dim=128,

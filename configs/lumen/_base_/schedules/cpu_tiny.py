@@ -6,10 +6,12 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0),
     clip_grad=dict(max_norm=1.0))
-# The cosine's end is explicit, so a config that trains longer restates the
-# schedule. mmengine's Runner would end it at the train loop's max_iters if
-# it had none, but a short run (train_cfg.max_iters=3 in the tests) then
-# fails with end < begin.
+# The cosine's end is explicit (without one mmengine ends it at the loop's
+# max_iters, and a 3-iteration test run fails with end < begin). It is
+# evaluated here, with this file's max_iters, so a config that trains longer
+# moves only the end:
+#   param_scheduler = [_base_.param_scheduler[0],
+#                      dict(_base_.param_scheduler[1], end=max_iters)]
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
          end=100),
