@@ -5,9 +5,8 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=400,
                     max_keep_ckpts=3))
-# Subnormal values in the backward pass slowed CPU training down as the
-# model fitted (1.26 vs 0.69 s per iteration at iteration 1200 of the
-# all-task Shapes config): flush them to zero for the run. A config that
+# Subnormal values in the backward pass slow CPU training down as the model
+# fits (docs/train_test.md): flush them to zero for the run. A config that
 # sets its own custom_hooks lists this one again to keep it.
 custom_hooks = [dict(type='FlushDenormalHook')]
 # Each log line: the mean over the iterations since the previous one (mmdet's
