@@ -26,7 +26,7 @@ $(SHAPES_DONE): | env
 # Main job: generate Lumen-Shapes, train the tiny Lumen on every task,
 # evaluate it and print one table of every task's numbers. The config is
 # the one that meets every target of issue 4 in the 40-minute budget
-# (README, "Lumen-Shapes: does it learn?").
+# (docs/studies/main_job.md).
 SHAPES_CONFIG := configs/lumen/shapes/lumen_tiny_shapes_all_tasks_high_res.py
 SHAPES_WORK := work_dirs/lumen_tiny_shapes_all_tasks_high_res
 shapes: env $(SHAPES_DONE)
