@@ -31,8 +31,8 @@ model = dict(
         tiny=dict(img_size=128),
         train_decoder=True,
         train_encoder=True),
-    # peaks counted above this score: the best on the first 300 training
-    # counting images
+    # peaks counted above this score, chosen on the first 300 training
+    # counting images (for an earlier model; docs/studies/all_tasks.md)
     test_cfg=dict(count=dict(score_thr=0.35)))
 # as many iterations as fit the 40-minute budget on a 2-core CPU; the
 # schedule base's warm-up and cosine, ending at this config's last iteration
