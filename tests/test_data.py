@@ -1,62 +1,9 @@
-"""Instruction samples from mmdet datasets, and multi-task sampling."""
+"""Instruction samples from mmdet datasets (multi-task sampling:
+test_multitask_sampling.py)."""
 import numpy as np
 import pytest
 
-from lumen_mm.datasets import LumenDetPrompts, LumenMultiTaskDataset
-
-
-class _Toy:
-    metainfo = dict(classes=('a', ))
-
-    def __init__(self, name, n):
-        self.name, self.n = name, n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return (self.name, i)
-
-
-def test_multitask_rates_and_coverage():
-    ds = LumenMultiTaskDataset(
-        datasets=dict(det=_Toy('det', 50), ground=_Toy('ground', 7),
-                      vqa=_Toy('vqa', 3)),
-        sample_rates=dict(det=0.56, ground=0.19, vqa=0.06),
-        num_samples=1000)
-    counts = ds.counts()
-    total = 0.56 + 0.19 + 0.06
-    assert counts == {'det': round(560 / total), 'ground': round(190 / total),
-                      'vqa': round(60 / total)}
-    items = [ds[i] for i in range(len(ds))]
-    # every item of every task dataset is visited, the same way each time
-    assert {i for name, i in items if name == 'ground'} == set(range(7))
-    again = LumenMultiTaskDataset(
-        datasets=dict(det=_Toy('det', 50), ground=_Toy('ground', 7),
-                      vqa=_Toy('vqa', 3)),
-        sample_rates=dict(det=0.56, ground=0.19, vqa=0.06),
-        num_samples=1000)
-    assert [again[i] for i in range(len(ds))] == items
-
-
-def test_multitask_epoch_has_num_samples_whatever_the_rates():
-    """Rounding each task's share alone gives 9 of 8 here (1.92, 0.96, 1.6,
-    0.96, 0.56, 1.52, 0.48 round to 2, 1, 2, 1, 1, 2, 0)."""
-    rates = dict(det=0.24, seg=0.12, count=0.20, ground=0.12, refseg=0.07,
-                 pose=0.19, vqa=0.06)
-    ds = LumenMultiTaskDataset(
-        datasets={t: _Toy(t, 5) for t in rates}, sample_rates=rates,
-        num_samples=8)
-    assert len(ds) == 8
-    for task, count in ds.counts().items():
-        assert abs(count - rates[task] * 8) < 1
-
-
-def test_multitask_rejects_rates_without_dataset():
-    with pytest.raises(KeyError, match='pose'):
-        LumenMultiTaskDataset(datasets=dict(det=_Toy('det', 2)),
-                              sample_rates=dict(det=1, pose=1),
-                              num_samples=4)
+from lumen_mm.datasets import LumenDetPrompts
 
 
 def test_det_prompts_present_plus_absent_classes():

@@ -25,7 +25,8 @@ train_dataloader = dict(
     batch_size=20,
     num_workers=8,
     persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    # tasks at their rates, every item of a dataset once before any twice
+    sampler=dict(type='LumenMultiTaskSampler'),
     dataset=dict(
         type='LumenMultiTaskDataset',
         datasets=dict(
@@ -49,6 +50,9 @@ train_dataloader = dict(
             vqa={{_base_.llava_instruct_train}}),
         # Sec. 4.1.3; the heatmap loss is off for VQA (LM loss only)
         sample_rates=dict(det=0.56, ground=0.19, pose=0.19, vqa=0.06),
+        # Within a task each dataset is drawn by its size (the paper lists
+        # each task's datasets, not their shares); source_weights=dict(
+        # det=[...]) sets them. 8 epochs of 1M draws make the 50k x 160.
         num_samples=1000000))
 # Validation every 10k iterations (the checkpoints of Table 3e): COCO
 # detection and RefCOCOg val grounding, the two numbers of the ablations.

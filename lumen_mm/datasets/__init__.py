@@ -8,13 +8,14 @@ from .prompts import (LumenCountPrompts, LumenDetPrompts, LumenGroundPrompts,
                       LumenPosePrompts, LumenVQAPrompts)
 from .refcoco import LumenRefCocoDataset
 from .referring_flip import RandomFlipReferring
+from .samplers import LumenMultiTaskSampler
 from .vqa import LumenVQADataset
 
 __all__ = [
     'LumenMultiTaskDataset', 'LumenConcatDataset', 'LumenDetPrompts',
     'LumenGroundPrompts', 'LumenCountPrompts', 'LumenPosePrompts',
     'LumenVQAPrompts', 'LumenCountingDataset', 'LumenVQADataset',
-    'LumenRefCocoDataset', 'PackLumenInputs',
+    'LumenRefCocoDataset', 'PackLumenInputs', 'LumenMultiTaskSampler',
     'LumenLoadImageFromFile', 'RandomFlipReferring',
     'CocoFormatDataset', 'FSC147Dataset', 'LumenVOCDataset'
 ]
