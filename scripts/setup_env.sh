@@ -20,6 +20,21 @@ PY=${PYTHON:-python3.11}
 CACHE=${LUMEN_CACHE:-$HOME/.cache/lumen_mm}
 MMCV_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 
+# Headless Chromium for the browser demo's test (tests/test_webui.py drives
+# tools/webui.py with selenium): Debian's chromium and its matching
+# chromium-driver, a system package, so checked before the venv's stamp.
+# Skipped when both are present; apt-get update only when apt does not know
+# the packages yet. Without root or apt the test skips and says why.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian's chromium and chromium-driver"
+    apt-cache show chromium-driver >/dev/null 2>&1 || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "[setup] chromium/chromedriver absent and no root apt-get: tests/test_webui.py's browser tests will skip"
+  fi
+fi
+
 stamp_value=$(cat "$0" requirements/*.txt setup.py | sha256sum | cut -c1-16)
 if [ -f "$VENV/.lumen_stamp" ] && [ "$(cat "$VENV/.lumen_stamp")" = "$stamp_value" ]; then
   echo "[setup] environment up to date: $VENV"
