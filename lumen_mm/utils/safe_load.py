@@ -87,6 +87,9 @@ def register_safe_globals() -> None:
     again changes nothing. mmengine 0.10.7 calls ``torch.load`` without
     ``weights_only`` (``True`` since torch 2.6), so this is what lets its
     loaders read mmengine checkpoints without ``weights_only=False``.
+    Code that leaves a ``torch.serialization.safe_globals`` block removes the
+    entries that block named, ours included (transformers' ``Trainer`` does
+    so for ``numpy.ndarray`` when it resumes); call this again after it.
     """
     torch.serialization.add_safe_globals(mmengine_safe_globals())
 
