@@ -207,7 +207,8 @@ def test_export_loads_back_with_transformers_and_peft(lora_cfg, base_llava,
                         return_tensors='pt')
     assert encoded['input_ids'][0].tolist() == prompt.input_ids
     # PIL's bilinear on uint8 vs torch's antialiased bilinear on floats
-    assert (encoded['pixel_values'] - pixels).abs().max() < 0.05
+    # (measured: at most 0.015, 1/18 of a grey level over CLIP's std)
+    assert (encoded['pixel_values'] - pixels).abs().max() < 0.03
 
     def last_state(llava, pixel_values):
         with torch.no_grad():
@@ -223,7 +224,7 @@ def test_export_loads_back_with_transformers_and_peft(lora_cfg, base_llava,
     assert torch.allclose(merged_logits, logits, atol=1e-4)
     # end to end with the processor's pixels: within the resize difference
     state, _ = last_state(merged, encoded['pixel_values'])
-    assert torch.allclose(state, loc, atol=0.05 * loc.abs().max())
+    assert torch.allclose(state, loc, atol=1e-3 * loc.abs().max())
 
     # peft: the adapter on the base, resized to the adapter's tokenizer
     tokenizer = AutoTokenizer.from_pretrained(out / 'adapter')
@@ -235,7 +236,7 @@ def test_export_loads_back_with_transformers_and_peft(lora_cfg, base_llava,
     state, adapted_logits = last_state(adapted, pixels)
     assert torch.allclose(state, loc, atol=1e-4)
     # the new tokens' lm_head rows: a fresh mean resize, as in Lumen
-    assert torch.allclose(adapted_logits, logits, atol=1e-3)
+    assert torch.allclose(adapted_logits, logits, atol=1e-4)
 
     # aligner and heads
     heads = load_file(out / 'lumen_heads.safetensors')
