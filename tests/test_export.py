@@ -244,3 +244,40 @@ def test_export_loads_back_with_transformers_and_peft(lora_cfg, base_llava,
     assert heads and all(not k.startswith('backbone.') for k in heads)
     assert all(torch.equal(v, own[k]) for k, v in heads.items())
     assert {k for k in own if not k.startswith('backbone.')} == set(heads)
+
+
+def test_chat_template_writes_lumen_conversations(base_llava, tiny_cfg):
+    """Multi-turn conversations and a system message, rendered by the
+    exported chat template and tokenised by the processor, are the ids of
+    Lumen's ConversationTemplate."""
+    from lumen_mm.export import build_processor
+    from lumen_mm.models import LlavaLMM
+    from lumen_mm.models.backbones.llava_lmm import ConversationTemplate
+    backbone = dict(tiny_cfg.model.backbone, pretrained=base_llava)
+    backbone.pop('type')
+    lmm = LlavaLMM(**backbone)
+    processor = build_processor(lmm, tiny_cfg.model.data_preprocessor)
+    turns = [('What is left of the circle?', 'A red square.'),
+             ('And right of it?', 'Nothing.')]
+    messages = []
+    for i, (question, answer) in enumerate(turns):
+        content = [dict(type='text', text=question)]
+        messages += [
+            dict(role='user',
+                 content=[dict(type='image')] * (i == 0) + content),
+            dict(role='assistant', content=answer)
+        ]
+    image = [torch.zeros(3, lmm.image_size, lmm.image_size, dtype=torch.uint8)]
+
+    def ids(messages, **kwargs):
+        text = processor.apply_chat_template(messages, **kwargs)
+        return processor(text=text, images=image)['input_ids'][0]
+
+    assert ids(messages) == lmm.conversation.chat_prompt(turns).input_ids
+    assert ids(messages[:1], add_generation_prompt=True) == \
+        lmm.conversation.instruction_prompt(turns[0][0]).input_ids
+    brief = ConversationTemplate(lmm.tokenizer,
+                                 lmm.conversation.num_image_tokens,
+                                 system='Answer briefly.')
+    assert ids([dict(role='system', content='Answer briefly.')] +
+               messages) == brief.chat_prompt(turns).input_ids
