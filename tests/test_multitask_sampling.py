@@ -125,6 +125,26 @@ def test_the_seed_decides_the_draw():
     assert (first != other).mean() > 0.5
 
 
+def test_rate_zero_leaves_a_task_out():
+    """As the Table 2 ablations do (``sample_rates=dict(det=0)``)."""
+    dataset = LumenMultiTaskDataset(
+        datasets=dict(det=_Fake(4, 'det'), vqa=_Fake(3, 'vqa')),
+        sample_rates=dict(det=0, vqa=0.06), num_samples=10)
+    assert dataset.tasks == ['vqa'] and len(dataset) == 3
+    drawn = LumenMultiTaskSampler(dataset, seed=0).indices(0, 30)
+    assert np.bincount(drawn).tolist() == [10, 10, 10]
+
+
+def test_the_runner_builds_it_by_name():
+    """mmengine's Runner builds the sampler from the config's type, with the
+    dataset and its seed (Runner.build_dataloader)."""
+    from mmengine.registry import DATA_SAMPLERS
+    dataset = _paper_like(10)
+    sampler = DATA_SAMPLERS.build(dict(type='LumenMultiTaskSampler'),
+                                  default_args=dict(dataset=dataset, seed=4))
+    assert isinstance(sampler, LumenMultiTaskSampler) and sampler.seed == 4
+
+
 def _batches(dataset, seed: int, skip: int, take: int):
     """Batches ``skip`` to ``skip + take`` of a fresh sampler and dataloader,
     replayed as mmengine's IterBasedTrainLoop resumes at iteration

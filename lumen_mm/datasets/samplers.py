@@ -76,9 +76,9 @@ class LumenMultiTaskSampler(Sampler):
     (``_Walk``), so that every item is drawn once before any is drawn twice;
     an epoch's draws are then shuffled together.
 
-    Everything follows from ``seed``, and from the epoch and position
-    alone, so that ``indices(start, stop)`` computes any stretch of the run
-    without the items themselves.
+    The draw is a function of ``seed`` alone, and any stretch of it follows
+    from the epoch it starts in (``indices(start, stop)``) without loading
+    an item: a new sampler with the run's seed continues the run.
 
     Args:
         dataset: a ``LumenMultiTaskDataset``.
@@ -99,13 +99,12 @@ class LumenMultiTaskSampler(Sampler):
             raise ValueError(f'seed must be >= 0 (numpy seeds the draw), '
                              f'got {seed}')
         self.rank, self.world_size = get_dist_info()
-        self.dataset = dataset
         self.seed = int(seed)
         self.num_samples = int(dataset.num_samples)
         streams = dataset.streams
         self._starts = np.array([s.start for s in streams], np.int64)
-        self._expected = np.array([s.share
-                                   for s in streams], float) * self.num_samples
+        shares = np.array([s.share for s in streams], float)
+        self._expected = shares * self.num_samples  # draws per epoch
         self._walks = [
             _Walk(s.size, [self.seed, _WALK, k]) for k, s in enumerate(streams)
         ]
