@@ -105,3 +105,40 @@ def test_missing_checkpoint_names_the_expected_files(tmp_path):
         LlavaLMM(pretrained=str(tmp_path / 'nowhere'), **{
             k: v for k, v in TINY.items()
             if k not in ('vision_config', 'text_config')})
+
+
+def test_packed_suffixes_are_chunked_with_the_same_states(lmm):
+    """A cap on the tokens packed behind one prefix splits the prompts into
+    several LLM calls (memory linear in the number of prompts) and changes
+    no [LOC] state or LM loss."""
+    conv = lmm.conversation
+    names = ['circle', 'the left-most red star', 'square', 'blue cross',
+             'small green triangle']
+    prompts = [conv.location_prompt('det', d) for d in names]
+    embeds, _ = lmm.encode_images(torch.randn(2, 3, 64, 64))
+    image = [0, 0, 1, 0, 1]
+    whole = lmm.forward_prompts(embeds, image, prompts)
+    calls = []
+    run_shared = lmm._run_shared
+    lmm._run_shared = lambda *a: calls.append(len(a[2])) or run_shared(*a)
+    lmm.max_packed_tokens = 2 * max(
+        len(p.input_ids) - p.prefix_len for p in prompts)
+    try:
+        chunked = lmm.forward_prompts(embeds, image, prompts)
+    finally:
+        del lmm._run_shared
+        lmm.max_packed_tokens = 2048
+    assert len(calls) > 1 and sum(calls) == len(prompts)
+    assert torch.allclose(whole.loc_states, chunked.loc_states, atol=1e-5)
+    assert torch.allclose(whole.loss_lm, chunked.loss_lm, atol=1e-5)
+    assert whole.lm_tokens == chunked.lm_tokens
+
+
+def test_text_limits(lmm):
+    """Text longer than the LLM's positions, or not valid Unicode, is a
+    clear error rather than an allocation failure or a tokenizer crash."""
+    conv = lmm.conversation
+    with pytest.raises(ValueError, match='reads at most'):
+        conv.location_prompt('det', 'star ' * conv.max_length)
+    with pytest.raises(ValueError, match='lone surrogate'):
+        conv.location_prompt('det', 'star\ud800')

@@ -63,12 +63,15 @@ class ConversationTemplate:
         system: the system prompt; ``''`` drops it.
         image_start / image_end: optional tokens around the image patches
             (LLaVA-1.1 uses ``<im_start>``/``<im_end>``).
+        max_length: the LLM's positions; a longer conversation is an error
+            (the LMM sets it from ``max_position_embeddings``).
     """
     tokenizer: object
     num_image_tokens: int
     system: str = LLAVA_V1_SYSTEM
     image_start: Optional[str] = None
     image_end: Optional[str] = None
+    max_length: Optional[int] = None
     _cache: Dict[str, List[int]] = field(default_factory=dict, repr=False)
 
     def _text(self, text: str) -> List[int]:
@@ -81,9 +84,27 @@ class ConversationTemplate:
 
     def _user_text(self, text: str) -> List[int]:
         # User text is never cached (unbounded) and never special.
+        try:
+            text.encode('utf-8')
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f'The text {text[:40]!r} is not valid Unicode (a lone '
+                f'surrogate at character {e.start}): decode it from its '
+                "bytes properly, or drop the character.") from None
         return self.tokenizer(
             text, add_special_tokens=False,
             split_special_tokens=True)['input_ids']
+
+    def _fits(self, prompt: TokenizedPrompt) -> TokenizedPrompt:
+        """``prompt``, or an error when it is longer than the LLM reads."""
+        if self.max_length is not None and len(
+                prompt.input_ids) > self.max_length:
+            raise ValueError(
+                f'The conversation has {len(prompt.input_ids)} tokens, but '
+                f'the language model reads at most {self.max_length} '
+                f'({prompt.prefix_len} of them are the system prompt and '
+                'the image): shorten the text.')
+        return prompt
 
     def token_id(self, token: str) -> int:
         idx = self.tokenizer.convert_tokens_to_ids(token)
@@ -138,7 +159,7 @@ class ConversationTemplate:
                        self._text(END) + [self.tokenizer.eos_token_id])
         ids = prefix + question + answer
         labels = [IGNORE_INDEX] * (len(prefix) + len(question)) + answer
-        return TokenizedPrompt(ids, labels, len(prefix), words)
+        return self._fits(TokenizedPrompt(ids, labels, len(prefix), words))
 
     def chat_prompt(self, turns: Sequence[Tuple[str, str]]) -> TokenizedPrompt:
         """A LLaVA-Instruct conversation (VQA): ``(question, answer)`` turns.
@@ -161,7 +182,7 @@ class ConversationTemplate:
             ]
             ids += user + reply
             labels += [IGNORE_INDEX] * len(user) + reply
-        return TokenizedPrompt(ids, labels, len(prefix))
+        return self._fits(TokenizedPrompt(ids, labels, len(prefix)))
 
     def instruction_prompt(self, instruction: str) -> TokenizedPrompt:
         """A free-form instruction, ready for the model to answer.
@@ -175,7 +196,8 @@ class ConversationTemplate:
         prefix = self.prefix_ids(CHAT_START)
         ids = prefix + self._user_text(instruction.strip()) + self._text(
             ASSISTANT)
-        return TokenizedPrompt(ids, [IGNORE_INDEX] * len(ids), len(prefix))
+        return self._fits(
+            TokenizedPrompt(ids, [IGNORE_INDEX] * len(ids), len(prefix)))
 
 
 def template_texts() -> List[str]:

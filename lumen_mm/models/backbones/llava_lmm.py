@@ -117,6 +117,9 @@ class LlavaLMM(BaseModule):
             of full prompts;
             ``'per_prompt'``: every prompt alone, a full pass each (the naive
             reference). All three give the same ``[LOC]`` states.
+        max_packed_tokens: ``'shared'`` packs at most this many suffix
+            tokens behind an image's prefix per LLM call, which bounds the
+            packed attention mask (its memory grows with the square).
         attn_implementation: Hugging Face's attention of CLIP and the LLM
             (``'sdpa'``, ``'eager'``...); None: the transformers default.
             Under CPU bfloat16 autocast (:class:`CpuAmpOptimWrapper`)
@@ -140,6 +143,7 @@ class LlavaLMM(BaseModule):
                  conversation: Optional[dict] = None,
                  gradient_checkpointing: bool = False,
                  prompt_mode: str = 'shared',
+                 max_packed_tokens: int = 2048,
                  attn_implementation: Optional[str] = None,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -215,9 +219,11 @@ class LlavaLMM(BaseModule):
         self.vision_dim = vcfg.hidden_size * num_layers
         self.text_dim = llava.config.text_config.hidden_size
         self.prompt_mode = prompt_mode
+        self.max_packed_tokens = max_packed_tokens
         self.conversation = ConversationTemplate(
             self.tokenizer, (image_size // vcfg.patch_size)**2,
-            **(conversation or {}))
+            **dict(dict(max_length=llava.config.text_config
+                        .max_position_embeddings), **(conversation or {})))
 
         if freeze_vision:
             for module in (llava.model.vision_tower,
@@ -486,13 +492,59 @@ class LlavaLMM(BaseModule):
     def run_prompt_group(self, image_embeds: Tensor, prompt_image: Tensor,
                          prompts: Sequence[TokenizedPrompt]):
         """The LLM on prompts that share one prefix: (P, L, D) hidden
-        states with the ids and labels of the positions they are at."""
+        states with the ids and labels of the positions they are at.
+
+        ``'shared'`` packs at most ``max_packed_tokens`` suffix tokens
+        behind each image's prefix per call; more prompts run in further
+        calls (the prefix computed again), so that memory grows linearly,
+        not quadratically, with the number of prompts (1000 class names).
+        """
+        mode = self.prompt_group_mode(prompt_image, prompts)
         run = dict(
             shared=self._run_shared,
             batched=self._run_full,
-            per_prompt=self._run_per_prompt)[self.prompt_group_mode(
-                prompt_image, prompts)]
-        return run(image_embeds, prompt_image, prompts)
+            per_prompt=self._run_per_prompt)[mode]
+        chunks = (self._packed_chunks(prompt_image, prompts)
+                  if mode == 'shared' else [list(range(len(prompts)))])
+        if len(chunks) == 1:
+            return run(image_embeds, prompt_image, prompts)
+        outs = [
+            run(image_embeds, prompt_image[c], [prompts[i] for i in c])
+            for c in chunks
+        ]
+        order = torch.as_tensor([i for c in chunks for i in c])
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order))
+        inverse = inverse.to(image_embeds.device)
+
+        def merged(k: int, fill: float) -> Tensor:
+            """Part ``k`` of every call, padded to one length, in the
+            prompts' order."""
+            length = max(o[k].shape[1] for o in outs)
+            parts = [
+                F.pad(o[k].transpose(1, -1), (0, length - o[k].shape[1]),
+                      value=fill).transpose(1, -1) for o in outs
+            ]
+            return torch.cat(parts)[inverse]
+
+        return (merged(0, 0.), merged(1, self.pad_id),
+                merged(2, IGNORE_INDEX))
+
+    def _packed_chunks(self, prompt_image: Tensor,
+                       prompts: Sequence[TokenizedPrompt]) -> List[List[int]]:
+        """Prompt indices per call, each image's packed suffixes within
+        ``max_packed_tokens`` (a longer single suffix goes alone)."""
+        chunks, used = [[]], {}
+        for i, (prompt, image) in enumerate(zip(prompts,
+                                                prompt_image.tolist())):
+            length = len(prompt.input_ids) - prompt.prefix_len
+            if chunks[-1] and used.get(image, 0) + length > \
+                    self.max_packed_tokens:
+                chunks.append([])
+                used = {}
+            chunks[-1].append(i)
+            used[image] = used.get(image, 0) + length
+        return chunks
 
     def forward_prompts(self,
                         image_embeds: Tensor,
