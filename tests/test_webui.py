@@ -100,9 +100,16 @@ def inferencer(tiny_checkpoint):  # noqa: F811 (the imported fixture)
 def test_answer_draws_and_reports_progress(inferencer, tmp_path):
     photo = _photo(tmp_path / 'photo.png', size=(120, 90))
     steps = []
+
+    class Recorder(gr.Progress):
+        """The page's gr.Progress, recording what it is told."""
+
+        def __call__(self, value, desc=None, **kwargs):
+            steps.append((value, desc))
+
     drawn, heatmaps, text = webui.answer(
         inferencer, photo, 'det', 'circle, star', score_thr=0.0,
-        progress=lambda value, desc: steps.append((value, desc)))
+        progress=Recorder())
     assert drawn.shape == (90, 120, 3)
     assert heatmaps.shape == (90, 240, 3)  # one panel per name
     assert text.startswith('task: det') and 'circle:' in text

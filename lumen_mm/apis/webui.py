@@ -82,8 +82,9 @@ def photo_input(**kwargs) -> gr.Image:
     ``.pyi`` stub beside the module of every component subclass.
     """
     photo = gr.Image(type='filepath', **kwargs)
-    photo.preprocess = lambda payload: None if payload is None else \
-        payload.path
+    decode = photo.preprocess  # for pictures sent inline (data: URLs)
+    photo.preprocess = lambda payload: payload.path if getattr(
+        payload, 'path', None) else decode(payload)
     return photo
 
 
@@ -185,7 +186,8 @@ def answer(inferencer: LumenInferencer,
     Returns the drawn answer (RGB, None for a text answer), the heatmap
     panels (RGB, None when the answer had no heatmap) and the answer text.
     """
-    report = progress or (lambda *args, **kwargs: None)
+    # not `progress or ...`: an unused gr.Progress has len 0, so is falsy
+    report = (lambda *args, **kwargs: None) if progress is None else progress
     if task not in TASK_NAMES:
         raise gr.Error(f'Unknown task {task!r}: pick one of the list.')
     report(0.0, desc='Reading the photo')
