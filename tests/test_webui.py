@@ -139,6 +139,18 @@ def test_building_the_page_writes_nothing_beside_the_code(inferencer):
     assert not (REPO / 'lumen_mm/apis/webui.pyi').exists()
 
 
+def test_cli_names_bad_arguments(tmp_path, capsys):
+    config = str(REPO / 'configs/lumen/shapes/lumen_tiny_shapes_det_ground.py')
+    for args, message in [
+        (['--checkpoint', str(tmp_path / 'missing.pth')],
+         'checkpoint not found'),
+        (['--max-megapixels', '0'], 'must be > 0'),
+    ]:
+        with pytest.raises(SystemExit):
+            webui.main(['--config', config, *args])
+        assert message in capsys.readouterr().err
+
+
 # -- the page in a real browser --------------------------------------------
 
 def _free_port() -> int:
