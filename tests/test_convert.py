@@ -36,7 +36,7 @@ def original(tmp_path_factory):
     llama = LlamaForCausalLM(
         LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
                     num_hidden_layers=2, num_attention_heads=2,
-                    max_position_embeddings=128)).eval()
+                    max_position_embeddings=512)).eval()
     clip = CLIPModel(
         CLIPConfig(
             text_config=dict(hidden_size=16, intermediate_size=32,
