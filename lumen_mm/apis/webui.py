@@ -195,7 +195,7 @@ def answer(inferencer: LumenInferencer,
     kwargs = _call_kwargs(task, prompt or '', person_boxes or '')
     with tempfile.TemporaryDirectory(prefix='lumen_webui_') as tmp:
         path = osp.join(tmp, 'photo.png')
-        image.save(path)
+        image.save(path, compress_level=1)  # fast for big photos
         report(0.2, desc='Lumen is answering and drawing')
         try:
             outputs = run_demo(path, osp.join(tmp, 'out'), inferencer,
