@@ -20,10 +20,6 @@
 #   data/fsc147/  annotation_FSC147_384.json Train_Test_Val_FSC_147.json
 #     ImageClasses_FSC147.txt images_384_VarV2/
 image_size = 448
-task_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape',
-                  'scale_factor', 'task', 'prompts', 'prompt_labels',
-                  'gt_count', 'answers', 'id', 'category_id', 'person_bbox',
-                  'bbox_score', 'input_center', 'input_scale', 'input_size')
 coco_keypoint_names = (
     'nose', 'left eye', 'right eye', 'left ear', 'right ear',
     'left shoulder', 'right shoulder', 'left elbow', 'right elbow',
@@ -44,7 +40,7 @@ def _box_pipeline(prompts, with_bbox=False, with_mask=False, late_mask=False):
     return ([dict(type='LumenLoadImageFromFile')] + early + [
         dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
         dict(type='Pad', size=(image_size, image_size)),
-    ] + late + [prompts, dict(type='PackDetInputs', meta_keys=task_meta_keys)])
+    ] + late + [prompts, dict(type='PackLumenInputs')])
 
 
 def _pose_pipeline(names):
@@ -54,7 +50,7 @@ def _pose_pipeline(names):
         dict(type='mmpose.GetBBoxCenterScale', padding=1.25),
         dict(type='mmpose.TopdownAffine', input_size=(image_size, image_size)),
         dict(type='LumenPosePrompts', keypoint_names=names),
-        dict(type='PackDetInputs', meta_keys=task_meta_keys),
+        dict(type='PackLumenInputs'),
     ]
 
 
