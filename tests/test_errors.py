@@ -82,11 +82,14 @@ def corrupt_image(request, tmp_path):
     shapes_root = request.getfixturevalue('shapes_root')
     copy_root = tmp_path / 'lumen_shapes'
     shutil.copytree(shapes_root, copy_root)
-    image = copy_root / 'val' / '000000.png'
+    image = copy_root / 'train' / '000000.png'
     image.write_bytes(image.read_bytes()[:500])
     cfg = retarget(
         request.getfixturevalue('tiny_cfg'), str(shapes_root), str(copy_root))
-    dataset = DATASETS.build(copy.deepcopy(cfg.val_dataloader.dataset))
+    # training pipelines load with LumenLoadImageFromFile (test pipelines
+    # with mmcv's LoadImageFromFile, the step mmdet's DetInferencer replaces)
+    dataset = DATASETS.build(
+        copy.deepcopy(cfg.train_dataloader.dataset.datasets.det))
     dataset[0]
 
 

@@ -13,10 +13,29 @@ class PackLumenInputs(PackDetInputs):
     """``PackDetInputs`` whose ``meta_keys`` default to every key a task of
     :data:`lumen_mm.tasks.TASKS` needs (``task``, ``prompts``,
     ``prompt_labels``, a person crop's frame...), so configs need not list
-    them; ``extra_meta_keys`` adds more."""
+    them; ``extra_meta_keys`` adds more.
+
+    Ground-truth instances get ``label_names``, the prompt of each label (a
+    class name, a sentence, a keypoint name), as predictions have them: the
+    labels of grounding and pose index sentences and keypoints, not the
+    dataset's classes, and mmdet's ``DetLocalVisualizer`` draws these names
+    instead of looking labels up in ``classes``.
+    """
 
     def __init__(self,
                  meta_keys: Sequence[str] = META_KEYS,
                  extra_meta_keys: Sequence[str] = ()) -> None:
         super().__init__(
             meta_keys=tuple(dict.fromkeys((*meta_keys, *extra_meta_keys))))
+
+    def transform(self, results: dict) -> dict:
+        packed = super().transform(results)
+        sample = packed['data_samples']
+        gt = sample.get('gt_instances')
+        if gt is not None and 'labels' in gt and 'prompts' in results:
+            names = dict(zip(results['prompt_labels'], results['prompts']))
+            gt.label_names = [
+                names.get(int(label), f'class {int(label)}')
+                for label in gt.labels
+            ]
+        return packed

@@ -8,15 +8,48 @@ metainfo:
 * ``prompt_labels``: per prompt, the ``gt_bboxes_labels`` value of its
   targets (detection: a class index; grounding: the referred object's index).
 """
-from typing import Optional, Sequence
+import re
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 
+# GroundingDINO's separator: 'cat . dog' or 'cat . dog .' (mmdet's demos and
+# DetInferencer users write them so); a '.' inside a name does not split it.
+_SEPARATOR = re.compile(r'\s+\.(?=\s|$)')
+
+
+def split_prompts(text: Union[str, Sequence[str]]) -> List[str]:
+    """The prompts of ``results['text']`` in the forms mmdet's text-prompted
+    detectors take: names separated by ``' . '`` (a trailing ``' .'``
+    allowed), or a list or tuple of names. A string without separators is
+    one prompt (a class name or a referring sentence), never its letters."""
+    if isinstance(text, str):
+        names = _SEPARATOR.split(text.strip())
+        if len(names) > 1 and not names[-1].strip():
+            names.pop()  # the trailing ' .'
+    elif isinstance(text, (list, tuple)):
+        names = list(text)
+    else:
+        raise TypeError(
+            f'Text prompts must be a string or a list of strings, got '
+            f'{type(text).__name__}: pass texts=\'circle . square\' or '
+            "texts=[('circle', 'square')].")
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(
+            f'Empty or non-string prompt in {text!r}: each prompt is a class '
+            "name or a sentence, e.g. texts='circle . square' (one ' . ' "
+            'between two names).')
+    return [n.strip() for n in names]
+
+
 @TRANSFORMS.register_module()
 class LumenDetPrompts(BaseTransform):
-    """One prompt per class name (``text``, from ``return_classes=True``).
+    """One prompt per class name: ``text``, the dataset's class names
+    (``return_classes=True``) or the prompts given to mmdet's
+    ``DetInferencer`` (``texts=``) or ``inference_detector``
+    (``text_prompt=``), in the forms of :func:`split_prompts`.
 
     In training each image is asked about every class it contains plus
     ``num_absent`` classes it does not contain (their heatmaps are empty);
@@ -44,8 +77,12 @@ class LumenDetPrompts(BaseTransform):
         classes = results.get('text')
         if classes is None:
             raise KeyError(
-                'LumenDetPrompts needs the class names in results["text"]: '
-                'build the dataset with `return_classes=True`.')
+                'LumenDetPrompts needs the names to look for in '
+                'results["text"]: give them to the inferencer (mmdet\'s '
+                "DetInferencer: texts='circle . square'; inference_detector: "
+                "text_prompt='circle . square'), or build the dataset with "
+                '`return_classes=True`.')
+        classes = split_prompts(classes)
         if len(classes) == 0:
             raise ValueError(
                 'The dataset\'s class list is empty, so there is nothing to '
@@ -88,6 +125,7 @@ class LumenGroundPrompts(BaseTransform):
         if not sentences:
             raise KeyError('LumenGroundPrompts needs referring sentences in '
                            'results["text"] (RefCocoDataset provides them).')
+        sentences = split_prompts(sentences)
         results['gt_bboxes'] = results['gt_masks'].get_bboxes(dst_type='hbox')
         results['gt_bboxes_labels'] = np.arange(len(sentences))
         results['gt_ignore_flags'] = np.zeros(len(sentences), dtype=bool)

@@ -1,16 +1,19 @@
 """Draw Lumen's answers: boxes, masks, keypoints with skeleton, heatmaps."""
+import os.path as osp
 import textwrap
 from functools import lru_cache
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmdet.registry import VISUALIZERS
+from mmdet.engine.hooks import DetVisualizationHook
+from mmdet.registry import HOOKS, VISUALIZERS
 from mmdet.structures import DetDataSample
 from mmdet.visualization import DetLocalVisualizer
+from mmengine.fileio import get
 from mmengine.structures import InstanceData
 from torch import Tensor
 
@@ -235,3 +238,57 @@ def _tile(panels: List[np.ndarray], max_columns: int) -> np.ndarray:
         np.concatenate(panels[r * columns:(r + 1) * columns], axis=1)
         for r in range(rows)
     ], axis=0)
+
+
+@HOOKS.register_module()
+class LumenVisualizationHook(DetVisualizationHook):
+    """mmdet's ``DetVisualizationHook`` that saves every test sample.
+
+    mmdet names each drawing of ``--show-dir`` after its image file, so on a
+    multi-task test set the detection, segmentation and grounding samples of
+    one image, and the people of one pose image, overwrote each other. Here
+    a drawing goes to ``<show_dir>/<task>/<image name>``, with ``_1``,
+    ``_2``... before the extension for the image's next samples of that
+    task. Arguments are mmdet's.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._written: Dict[str, int] = {}
+
+    def out_file(self, test_out_dir: str, sample: DetDataSample) -> str:
+        """Where ``sample`` is drawn: a new file for each sample."""
+        name = osp.join(test_out_dir, sample.metainfo.get('task', ''),
+                        osp.basename(sample.img_path))
+        count = self._written.get(name, 0)
+        self._written[name] = count + 1
+        if count == 0:
+            return name
+        stem, ext = osp.splitext(name)
+        return f'{stem}_{count}{ext}'
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch: dict,
+                        outputs: Sequence[DetDataSample]) -> None:
+        """mmdet's drawing of each sample, saved to :meth:`out_file`."""
+        if self.draw is False:
+            return
+        test_out_dir = None
+        if self.test_out_dir is not None:
+            # as mmdet: relative to the run's folder (an absolute path stays)
+            test_out_dir = osp.join(runner.work_dir, runner.timestamp,
+                                    self.test_out_dir)
+        for sample in outputs:
+            self._test_index += 1
+            img = mmcv.imfrombytes(
+                get(sample.img_path, backend_args=self.backend_args),
+                channel_order='rgb')
+            self._visualizer.add_datasample(
+                osp.basename(sample.img_path) if self.show else 'test_img',
+                img,
+                data_sample=sample,
+                show=self.show,
+                wait_time=self.wait_time,
+                pred_score_thr=self.score_thr,
+                out_file=self.out_file(test_out_dir, sample)
+                if test_out_dir else None,
+                step=self._test_index)

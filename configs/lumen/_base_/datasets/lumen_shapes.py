@@ -13,8 +13,11 @@ det_train_pipeline = [
     dict(type='LumenDetPrompts', num_absent=None),
     dict(type='PackLumenInputs'),
 ]
+# Test pipelines load with mmcv's LoadImageFromFile, the step mmdet's
+# DetInferencer looks for to read images it is given; training keeps
+# LumenLoadImageFromFile's errors naming a corrupt file and the fix.
 det_test_pipeline = [
-    dict(type='LumenLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='Pad', size=(image_size, image_size)),
     dict(type='LumenDetPrompts', test_mode=True),
@@ -31,7 +34,7 @@ ground_train_pipeline = [
     dict(type='PackLumenInputs'),
 ]
 ground_test_pipeline = [
-    dict(type='LumenLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='Pad', size=(image_size, image_size)),
     # after resizing: ground-truth boxes stay in the original frame
@@ -98,10 +101,19 @@ val_dataloader = dict(
     persistent_workers=True,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type='ConcatDataset', datasets=[det_val, ground_val]))
+    # LumenConcatDataset, not mmdet's ConcatDataset: one metainfo (a dict, as
+    # visualizers read it), and `pipeline`, what DetInferencer and
+    # inference_detector run on an image of their own: detection, with the
+    # names they are given (texts='circle . square')
+    dataset=dict(
+        type='LumenConcatDataset',
+        datasets=[det_val, ground_val],
+        pipeline=det_test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='MultiDatasetsEvaluator',
+    # mmdet's MultiDatasetsEvaluator, which also runs the metric that mmdet's
+    # tools/test.py --out appends (the dump of the predictions)
+    type='LumenMultiDatasetsEvaluator',
     metrics=[
         dict(
             type='CocoMetric',

@@ -49,7 +49,7 @@ seg_train_pipeline = [
     dict(type='PackLumenInputs'),
 ]
 seg_test_pipeline = [
-    dict(type='LumenLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='Pad', size=(128, 128)),
     dict(type='LumenDetPrompts', task='seg', test_mode=True),
@@ -60,7 +60,7 @@ refseg_train_pipeline = referring_train_loading + [
     dict(type='PackLumenInputs'),
 ]
 refseg_test_pipeline = [
-    dict(type='LumenLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='Pad', size=(128, 128)),
     # after resizing: ground-truth boxes and masks stay in the original frame
@@ -89,7 +89,7 @@ count_train_pipeline = [
     dict(type='PackLumenInputs'),
 ]
 count_test_pipeline = [
-    dict(type='LumenLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='Pad', size=(128, 128)),
     dict(type='LumenCountPrompts'),
@@ -200,7 +200,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(
     _delete_=True,
-    type='MultiDatasetsEvaluator',
+    type='LumenMultiDatasetsEvaluator',
     metrics=[
         dict(
             type='LumenTaskMetric',
