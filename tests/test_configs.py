@@ -89,8 +89,8 @@ def _registry_names(cfg) -> set:
         _types(loader.get('sampler'), 'sampler', found)
         evaluator = cfg.get(f'{split}_evaluator')
         if evaluator:
-            kind = ('evaluator' if evaluator.get('type') ==
-                    'MultiDatasetsEvaluator' else 'metric')
+            kind = ('evaluator' if str(evaluator.get('type')).endswith(
+                'MultiDatasetsEvaluator') else 'metric')
             _types(evaluator, kind, found)
     _types(list(cfg.get('custom_hooks', [])), 'hook', found)
     _types(dict(cfg.default_hooks), 'hook', found)

@@ -64,10 +64,13 @@ val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type='LumenConcatDataset',
-        datasets=[{{_base_.coco_det_val}}, {{_base_.refcocog_ground_val}}]))
+        datasets=[{{_base_.coco_det_val}}, {{_base_.refcocog_ground_val}}],
+        # what mmdet's DetInferencer and inference_detector run on an image
+        pipeline={{_base_.det_test_pipeline}}))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='MultiDatasetsEvaluator',
+    # also runs the dump mmdet's tools/test.py --out appends
+    type='LumenMultiDatasetsEvaluator',
     metrics=[
         dict(
             type='LumenTaskMetric',

@@ -4,7 +4,10 @@ custom_imports = dict(imports=['lumen_mm'], allow_failed_imports=False)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=400,
-                    max_keep_ckpts=3))
+                    max_keep_ckpts=3),
+    # tools/test.py --show-dir (mmdet's or ours): one drawing per test
+    # sample, under its task (mmdet's hook names them by image file only)
+    visualization=dict(type='LumenVisualizationHook'))
 # Subnormal values in the backward pass slow CPU training down as the model
 # fits (docs/train_test.md): flush them to zero for the run. A config that
 # sets its own custom_hooks lists this one again to keep it.
@@ -19,7 +22,9 @@ log_processor = dict(by_epoch=False, window_size=20)
 # environment variables a config names in {{$...}} fields); off in a config:
 # `visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])`.
 tensorboard = '{{$LUMEN_TENSORBOARD:1}}' != '0'
+# Boxes named by their prompts, keypoints with their skeleton
 visualizer = dict(
+    type='LumenLocalVisualizer',
     vis_backends=[dict(type='LocalVisBackend')] +
     ([dict(type='TensorboardVisBackend')] if tensorboard else []))
 # One seed for every run: the same data order and initial weights, so a

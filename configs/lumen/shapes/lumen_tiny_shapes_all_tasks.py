@@ -34,10 +34,6 @@ model = dict(
     # peaks counted above this score, chosen on the first 300 training
     # counting images (for an earlier model; docs/studies/all_tasks.md)
     test_cfg=dict(count=dict(score_thr=0.35)))
-# tools/test.py --show-dir (mmdet's or ours): boxes named by their prompts,
-# keypoints with their skeleton, one drawing per test sample under its task
-visualizer = dict(type='LumenLocalVisualizer')
-default_hooks = dict(visualization=dict(type='LumenVisualizationHook'))
 # as many iterations as fit the 40-minute budget on a 2-core CPU; the
 # schedule base's warm-up and cosine, ending at this config's last iteration
 max_iters = 2400

@@ -9,7 +9,3 @@ _base_ = [
 # sees what lies to each side of it and anywhere in the image, which
 # relations and extremes need ("the left-most square", "the bigger star").
 model = dict(neck=dict(spatial_context=(1, )))
-# tools/test.py --show-dir (mmdet's or ours): boxes named by their prompts,
-# keypoints with their skeleton, one drawing per test sample under its task
-visualizer = dict(type='LumenLocalVisualizer')
-default_hooks = dict(visualization=dict(type='LumenVisualizationHook'))

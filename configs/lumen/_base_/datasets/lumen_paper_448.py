@@ -31,13 +31,18 @@ aic_keypoint_names = (
     'left hip', 'left knee', 'left ankle', 'head top', 'neck')
 
 # -- pipelines ---------------------------------------------------------------
-def _box_pipeline(prompts, with_bbox=False, with_mask=False, late_mask=False):
-    """Load, resize the long side to image_size, pad square, ask prompts."""
+def _box_pipeline(prompts, with_bbox=False, with_mask=False, late_mask=False,
+                  test=False):
+    """Load, resize the long side to image_size, pad square, ask prompts.
+    Test pipelines load with mmcv's LoadImageFromFile, the step mmdet's
+    DetInferencer replaces with its own loader; training keeps
+    LumenLoadImageFromFile's errors naming a corrupt file."""
     load = [dict(type='LoadAnnotations', with_bbox=with_bbox,
                  with_label=with_bbox, with_mask=with_mask)]
     early = load if (with_bbox or with_mask) and not late_mask else []
     late = load if late_mask else []
-    return ([dict(type='LumenLoadImageFromFile')] + early + [
+    loader = 'LoadImageFromFile' if test else 'LumenLoadImageFromFile'
+    return ([dict(type=loader)] + early + [
         dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
         dict(type='Pad', size=(image_size, image_size)),
     ] + late + [prompts, dict(type='PackLumenInputs')])
@@ -62,22 +67,24 @@ det_train_pipeline = _box_pipeline(
 det_large_vocab_train_pipeline = _box_pipeline(
     dict(type='LumenDetPrompts', num_absent=20), with_bbox=True)
 det_test_pipeline = _box_pipeline(
-    dict(type='LumenDetPrompts', test_mode=True))
+    dict(type='LumenDetPrompts', test_mode=True), test=True)
 seg_test_pipeline = _box_pipeline(
-    dict(type='LumenDetPrompts', task='seg', test_mode=True))
+    dict(type='LumenDetPrompts', task='seg', test_mode=True), test=True)
 # Referring expressions: the referred object's box is its mask's box.
 ground_train_pipeline = _box_pipeline(
     dict(type='LumenGroundPrompts'), with_mask=True)
 # test: annotations loaded after resizing stay in the original frame
 ground_test_pipeline = _box_pipeline(
-    dict(type='LumenGroundPrompts'), with_mask=True, late_mask=True)
+    dict(type='LumenGroundPrompts'), with_mask=True, late_mask=True,
+    test=True)
 refseg_test_pipeline = _box_pipeline(
     dict(type='LumenGroundPrompts', task='refseg'), with_mask=True,
-    late_mask=True)
+    late_mask=True, test=True)
 coco_pose_pipeline = _pose_pipeline(coco_keypoint_names)
 aic_pose_pipeline = _pose_pipeline(aic_keypoint_names)
 vqa_pipeline = _box_pipeline(dict(type='LumenVQAPrompts'))
-count_test_pipeline = _box_pipeline(dict(type='LumenCountPrompts'))
+count_test_pipeline = _box_pipeline(
+    dict(type='LumenCountPrompts'), test=True)
 
 # -- detection: COCO 2017, Objects365 v2, OpenImages v6 ----------------------
 coco_det_train = dict(
