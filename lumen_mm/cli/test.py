@@ -49,9 +49,10 @@ class DumpPredictionsHook(Hook):
     """Dump test predictions to a pickle file with mmdet's DumpDetResults.
 
     mmdet's tool appends the dump metric to ``runner.test_evaluator.metrics``.
-    A ``MultiDatasetsEvaluator`` (one metric per dataset of a
-    ``ConcatDataset``) pairs metrics with dataset slices and would silently
-    skip an extra one, so the dump sees every prediction through this hook.
+    mmdet's ``MultiDatasetsEvaluator`` (one metric per dataset of a
+    ``ConcatDataset``) pairs metrics with dataset slices and silently skips
+    an extra one (Lumen's configs use ``LumenMultiDatasetsEvaluator``, which
+    runs it); this hook sees every prediction whatever the evaluator.
     """
 
     priority = 'LOW'

@@ -14,6 +14,11 @@ class LumenLoadImageFromFile(LoadImageFromFile):
     OpenCV error without the path. Here both say which file is corrupt and
     how to fix the dataset; a missing file names the folder it was looked
     for in. Arguments are mmcv's.
+
+    Training pipelines use it (a bad file deep in a long run). Test
+    pipelines load with mmcv's ``LoadImageFromFile`` itself: mmdet's
+    ``DetInferencer`` finds that step by its type name to put its own loader
+    there, and mmcv's assertion names the file too.
     """
 
     def transform(self, results: dict) -> Optional[dict]:
