@@ -77,18 +77,22 @@ def _metrics_of_mmdet_run(work_dir: Path) -> dict:
     return json.loads(log.read_text())
 
 
-@pytest.mark.parametrize('trained', ['det_ground', 'all_tasks'])
-def test_mmdet_test_tool_equals_ours(trained, request, tmp_path):
-    """mmdet's tools/test.py with --show-dir and --out gives our tool's
-    metrics and predictions, and draws every test sample."""
+@pytest.mark.parametrize('trained, drawer', [('det_ground', 'ours'),
+                                             ('all_tasks', 'mmdet')])
+def test_mmdet_test_tool_equals_ours(trained, drawer, request, tmp_path):
+    """mmdet's tools/test.py and ours, one of them with --show-dir, both
+    with --out: the same metrics and predictions, and a drawing of every
+    test sample."""
     config, checkpoint = request.getfixturevalue(trained)
     mmdet_dir, our_dir = tmp_path / 'mmdet', tmp_path / 'ours'
+    show = ['--show-dir', 'shows']
     _run([_mmdet_test_tool(), config, checkpoint, '--work-dir', mmdet_dir,
-          '--show-dir', 'shows', '--out', tmp_path / 'mmdet.pkl'],
-         cwd=tmp_path)
+          '--out', tmp_path / 'mmdet.pkl', *(show if drawer == 'mmdet' else
+                                              [])], cwd=tmp_path)
     _run([REPO / 'tools/test.py', config, checkpoint, '--work-dir', our_dir,
           '--out', tmp_path / 'ours.pkl', '--metrics-json',
-          tmp_path / 'ours.json'], cwd=tmp_path)
+          tmp_path / 'ours.json', *(show if drawer == 'ours' else [])],
+         cwd=tmp_path)
 
     ours = json.loads((tmp_path / 'ours.json').read_text())
     theirs = _metrics_of_mmdet_run(mmdet_dir)
@@ -112,7 +116,9 @@ def test_mmdet_test_tool_equals_ours(trained, request, tmp_path):
             assert set(preds['label_names']) <= set(a['prompts'])
 
     # one drawing per test sample, under its task
-    (shows, ) = mmdet_dir.glob('*/shows')
+    (shows, ) = (mmdet_dir if drawer == 'mmdet' else our_dir).glob('*/shows')
+    assert not list((our_dir if drawer == 'mmdet' else mmdet_dir).glob(
+        '*/shows'))
     drawn = Counter(p.parent.name for p in shows.glob('*/*.png'))
     assert drawn == Counter(d['task'] for d in dumped)
     assert mmcv.imread(next(shows.glob('*/*.png'))).size > 0
