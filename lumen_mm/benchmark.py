@@ -358,7 +358,13 @@ class TokenCounter:
 
         def counted(image_embeds, prompt_image, prompts):
             mode = lmm.prompt_group_mode(prompt_image, prompts)
-            for k, v in count_llm_tokens(mode, prompt_image, prompts).items():
+            counts = count_llm_tokens(mode, prompt_image, prompts)
+            if mode == 'shared':  # each packed call computes its prefix
+                counts['processed'] = sum(
+                    count_llm_tokens(mode, prompt_image[c],
+                                     [prompts[i] for i in c])['processed']
+                    for c in lmm.packed_chunks(prompt_image, prompts))
+            for k, v in counts.items():
                 self.totals[k] += v
             return run(image_embeds, prompt_image, prompts)
 

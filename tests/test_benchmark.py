@@ -77,6 +77,13 @@ def test_llm_token_counts(model_and_val):
     assert counts['per_prompt']['processed'] == sum(full)
     assert counts['shared']['processed'] <= 1.1 * bound
     assert counts['shared']['processed'] < counts['per_prompt']['processed']
+    # one packed call per suffix: each computes the image's prefix again
+    model.backbone.max_packed_tokens = 1
+    counter = TokenCounter(model.backbone)
+    _detect(model, val_set, 'shared', texts)
+    counter.remove()
+    model.backbone.max_packed_tokens = 4096
+    assert counter.totals['processed'] == sum(full)
 
 
 def _run(cfg_path, tmp_path, *extra):

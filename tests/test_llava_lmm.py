@@ -127,7 +127,7 @@ def test_packed_suffixes_are_chunked_with_the_same_states(lmm):
         chunked = lmm.forward_prompts(embeds, image, prompts)
     finally:
         del lmm._run_shared
-        lmm.max_packed_tokens = 2048
+        lmm.max_packed_tokens = 4096
     assert len(calls) > 1 and sum(calls) == len(prompts)
     assert torch.allclose(whole.loc_states, chunked.loc_states, atol=1e-5)
     assert torch.allclose(whole.loss_lm, chunked.loss_lm, atol=1e-5)

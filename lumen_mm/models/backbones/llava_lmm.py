@@ -143,7 +143,7 @@ class LlavaLMM(BaseModule):
                  conversation: Optional[dict] = None,
                  gradient_checkpointing: bool = False,
                  prompt_mode: str = 'shared',
-                 max_packed_tokens: int = 2048,
+                 max_packed_tokens: int = 4096,
                  attn_implementation: Optional[str] = None,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -504,7 +504,7 @@ class LlavaLMM(BaseModule):
             shared=self._run_shared,
             batched=self._run_full,
             per_prompt=self._run_per_prompt)[mode]
-        chunks = (self._packed_chunks(prompt_image, prompts)
+        chunks = (self.packed_chunks(prompt_image, prompts)
                   if mode == 'shared' else [list(range(len(prompts)))])
         if len(chunks) == 1:
             return run(image_embeds, prompt_image, prompts)
@@ -530,7 +530,7 @@ class LlavaLMM(BaseModule):
         return (merged(0, 0.), merged(1, self.pad_id),
                 merged(2, IGNORE_INDEX))
 
-    def _packed_chunks(self, prompt_image: Tensor,
+    def packed_chunks(self, prompt_image: Tensor,
                        prompts: Sequence[TokenizedPrompt]) -> List[List[int]]:
         """Prompt indices per call, each image's packed suffixes within
         ``max_packed_tokens`` (a longer single suffix goes alone)."""

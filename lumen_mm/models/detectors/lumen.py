@@ -141,7 +141,7 @@ class Lumen(BaseDetector):
                     '(it keeps "prompts", "prompt_labels" and "task").')
             if not task.locates:
                 if training:  # one conversation: every answer is trained
-                    tokens = self.backbone.conversation.chat_prompt(
+                    tokens = conv.chat_prompt(
                         list(zip(texts, sample.metainfo['answers'])))
                     queries.append(Query(i, tokens, none, False, False))
                 continue  # at test time these are generated, not forwarded
@@ -170,13 +170,12 @@ class Lumen(BaseDetector):
             image_embeds, [q.image for q in queries],
             [q.tokens for q in queries], training) if queries else None
         locate = [i for i, q in enumerate(queries) if q.locate]
+        loc_states = llm.loc_states[locate] if locate else None
         preds = self.neck(
-            llm.loc_states[locate], patch_feats,
-            [queries[i].image for i in locate],
+            loc_states, patch_feats, [queries[i].image for i in locate],
             high_res_feats=high_res_feats) if locate else {}
-        return Stage1Output(preds, [queries[i] for i in locate],
-                            llm.loc_states[locate] if locate else None, llm,
-                            image_embeds, patch_feats, high_res_feats)
+        return Stage1Output(preds, [queries[i] for i in locate], loc_states,
+                            llm, image_embeds, patch_feats, high_res_feats)
 
     # -- mmdet API ----------------------------------------------------------
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
@@ -220,7 +219,7 @@ class Lumen(BaseDetector):
         image_index = torch.as_tensor([q.image for q in out.queries],
                                       device=inputs.device)
         for i, sample in enumerate(data_samples):
-            task = get_task(sample.metainfo['task'])
+            task = get_task(sample.metainfo.get('task', 'det'))
             if not task.locates:
                 self._answer(out, i, sample, sam_embeds, input_size, rescale)
                 continue
