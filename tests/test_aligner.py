@@ -1,6 +1,7 @@
 """Both dense aligners map ([LOC] state, patch features) to heatmap + wh."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lumen_mm.models import ConvDenseAligner, TransformerDenseAligner
 from lumen_mm.models.necks.dense_aligner import (FOCAL_PRIOR_BIAS,
@@ -13,6 +14,8 @@ from lumen_mm.models.necks.dense_aligner import (FOCAL_PRIOR_BIAS,
     lambda: TransformerDenseAligner(24, 16, embed_dim=32, depth=1,
                                     num_heads=2, mlp_dim=64, num_convs=1),
     lambda: ConvDenseAligner(24, 16, embed_dim=32, num_convs=2),
+    lambda: ConvDenseAligner(24, 16, embed_dim=32, num_convs=2,
+                             fusion='concat'),
 ])
 def test_one_map_per_prompt_on_its_image(aligner):
     torch.manual_seed(0)
@@ -197,3 +200,78 @@ def test_both_aligners_take_the_same_arguments():
             model(loc, feats, [0, 0], high_res_feats=torch.randn(1, 3, 6, 6))
     with pytest.raises(ValueError, match='ConvDenseAligner'):
         TransformerDenseAligner(8, 4, high_res_dim=3)
+
+
+def test_concat_fusion_is_the_papers_conv_aligner():
+    """Table 3a's "Conv.": [LOC] concatenated with every patch feature, then
+    convolutions; the first reads 2 x embed_dim channels. A hand-computed
+    forward matches, and gradients reach both the [LOC] states and the
+    patches."""
+    torch.manual_seed(0)
+    model = ConvDenseAligner(6, 4, embed_dim=5, num_convs=1, fusion='concat')
+    assert model.convs[0].in_channels == 10
+    assert model.convs[0].out_channels == 5
+    loc = torch.randn(2, 6, requires_grad=True)
+    feats = torch.randn(1, 4, 3, 4, requires_grad=True)
+    out = model(loc, feats, [0, 0])
+    text = model.text_proj(loc)
+    vision = model.vision_proj(feats).expand(2, -1, -1, -1)
+    fused = torch.cat([vision, text[:, :, None, None].expand(-1, -1, 3, 4)],
+                      dim=1)
+    x = F.gelu(model.convs[0](fused))
+    assert torch.allclose(out['heatmap'], model.heat_conv(x), atol=1e-6)
+    assert torch.allclose(out['wh'], model.wh_conv(x), atol=1e-6)
+    (out['heatmap'].sum() + out['wh'].sum()).backward()
+    assert loc.grad.abs().sum(1).min() > 0
+    assert feats.grad.abs().sum() > 0
+
+
+def test_concat_and_multiply_differ_where_the_loc_embedding_is_zero():
+    """With a [LOC] embedding of zeros, multiplying wipes the patches out of
+    the heatmap; concatenating keeps them."""
+    def patch_grad(fusion):
+        torch.manual_seed(0)
+        model = ConvDenseAligner(6, 4, embed_dim=8, num_convs=2,
+                                 fusion=fusion)
+        torch.nn.init.zeros_(model.text_proj[-1].weight)
+        torch.nn.init.zeros_(model.text_proj[-1].bias)
+        feats = torch.randn(1, 4, 5, 5, requires_grad=True)
+        model(torch.randn(1, 6), feats, [0])['heatmap'].sum().backward()
+        return feats.grad.abs().sum().item()
+    assert patch_grad('multiply') == 0
+    assert patch_grad('concat') > 0
+    with pytest.raises(ValueError, match='fusion'):
+        ConvDenseAligner(6, 4, fusion='add')
+    with pytest.raises(ValueError, match='num_convs'):
+        ConvDenseAligner(6, 4, num_convs=0, fusion='concat')
+
+
+def test_multiply_stays_the_default_with_its_parameters():
+    """The tiny Lumen-Shapes model's checkpoints keep loading: the default
+    fusion multiplies and its parameters keep their names and shapes."""
+    torch.manual_seed(0)
+    default = ConvDenseAligner(8, 4, embed_dim=8, num_convs=2, upsample=2,
+                               high_res_dim=3)
+    named = ConvDenseAligner(8, 4, embed_dim=8, num_convs=2, upsample=2,
+                             high_res_dim=3, fusion='multiply')
+    assert default.fusion == 'multiply'
+    shapes = {k: v.shape for k, v in default.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in named.state_dict().items()}
+    assert shapes['convs.0.weight'] == (8, 8, 3, 3)
+    assert shapes['high_res_convs.0.weight'] == (32, 32, 3, 3)
+    named.load_state_dict(default.state_dict())
+
+
+def test_concat_fusion_reads_high_res_features_too():
+    """The high-resolution corrections concatenate the [LOC] embedding as
+    well, and start at zero as the multiplicative ones do."""
+    torch.manual_seed(0)
+    model = ConvDenseAligner(8, 4, embed_dim=8, num_convs=1, upsample=2,
+                             high_res_dim=3, high_res_embed_dim=6,
+                             fusion='concat', high_res_zero_init=False)
+    assert model.high_res_convs[0].in_channels == 12
+    loc, feats = torch.randn(3, 8), torch.randn(2, 4, 5, 6)
+    out = model(loc, feats, [0, 1, 1],
+                high_res_feats=torch.randn(2, 3, 10, 12))
+    assert out['heatmap'].shape == (3, 1, 10, 12)
+    assert out['wh'].shape == (3, 2, 10, 12)

@@ -29,15 +29,18 @@ FOCAL_PRIOR_BIAS = -math.log((1 - 0.1) / 0.1)
 
 
 def _conv_stack(dim: int, num_convs: int,
-                dilations: Optional[Sequence[int]] = None) -> nn.Sequential:
-    """``num_convs`` x (3x3 conv, GELU); empty for 0."""
+                dilations: Optional[Sequence[int]] = None,
+                in_dim: Optional[int] = None) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv, GELU); empty for 0. The first convolution
+    takes ``in_dim`` channels (default ``dim``)."""
     dilations = dilations or [1] * num_convs
     if len(dilations) != num_convs:
         raise ValueError(f'{num_convs} convolutions but {len(dilations)} '
                          'dilations given.')
     layers = []
-    for d in dilations:
-        layers += [nn.Conv2d(dim, dim, 3, padding=d, dilation=d), nn.GELU()]
+    for i, d in enumerate(dilations):
+        cin = in_dim if i == 0 and in_dim else dim
+        layers += [nn.Conv2d(cin, dim, 3, padding=d, dilation=d), nn.GELU()]
     return nn.Sequential(*layers)
 
 
@@ -234,10 +237,22 @@ class TransformerDenseAligner(_AlignerBase):
 
 @MODELS.register_module()
 class ConvDenseAligner(_AlignerBase):
-    """The convolutional aligner of the ablation (Table 3a).
+    """A convolutional aligner: the ``[LOC]`` embedding fused with every
+    patch feature, then a few 3x3 convolutions predict the heatmap and the
+    wh maps (through 1x1 read-outs).
 
-    The ``[LOC]`` embedding modulates every patch feature channel-wise; a few
-    3x3 convolutions then predict the heatmap and the wh maps. ``dilations``
+    ``fusion`` says how the ``[LOC]`` embedding meets the patches:
+
+    - ``'concat'``: the paper's "Conv." of Table 3a ("concatenating feature
+      of [LOC] token with every image patch features and fusing them with
+      two convolutional layers"): the first convolution reads
+      ``2 * embed_dim`` channels, the patch's and the ``[LOC]``'s.
+    - ``'multiply'`` (the default; the tiny Lumen-Shapes model's measured
+      setting): the ``[LOC]`` embedding modulates every patch feature
+      channel-wise, so that every convolution already sees features that
+      depend on the prompt.
+
+    ``dilations``
     widen their view (e.g. ``(1, 2, 4)`` sees 15 x 15 patches), which
     relations such as "left of the yellow cross" need. ``upsample`` > 1
     reads every patch out as ``upsample`` x ``upsample`` heatmap cells (a 1x1
@@ -255,8 +270,9 @@ class ConvDenseAligner(_AlignerBase):
     ``high_res_dim`` > 0 reads one more input: features of the image from
     an additional high-resolution encoder (the paper's Table 3c adds SAM's
     ViT for that), ``high_res_dim`` channels at the heatmap's grid. The
-    ``[LOC]`` embedding modulates them as it does the patches, they are
-    added to the patch features read out at that grid, and
+    ``[LOC]`` embedding is fused with them as with the patches
+    (``fusion``), they are added to the patch features read out at that
+    grid, and
     a ``high_res_embed_dim``-wide 3x3 convolution gives corrections to the
     heatmap and wh maps: a patch's features then need not hold the shape of
     an object smaller than the patch. ``high_res_zero_init`` starts the
@@ -264,12 +280,15 @@ class ConvDenseAligner(_AlignerBase):
     them; no gradient then reaches the encoder until they move.
     """
 
+    FUSIONS = ('multiply', 'concat')
+
     def __init__(self,
                  text_dim: int,
                  vision_dim: int,
                  embed_dim: int = 256,
                  num_convs: int = 3,
                  dilations: Optional[Sequence[int]] = None,
+                 fusion: str = 'multiply',
                  upsample: int = 1,
                  spatial_context: Sequence[int] = (),
                  high_res_dim: int = 0,
@@ -279,7 +298,16 @@ class ConvDenseAligner(_AlignerBase):
                  init_cfg=None) -> None:
         super().__init__(text_dim, vision_dim, embed_dim, high_res_dim,
                          text_norm_cfg, init_cfg)
-        self.convs = _conv_stack(embed_dim, num_convs, dilations)
+        if fusion not in self.FUSIONS:
+            raise ValueError(f"fusion must be one of {self.FUSIONS}, got "
+                             f'{fusion!r}.')
+        if fusion == 'concat' and num_convs < 1:
+            raise ValueError("fusion='concat' needs a convolution to fuse "
+                             'the concatenation: num_convs >= 1.')
+        self.fusion = fusion
+        concat = fusion == 'concat'
+        self.convs = _conv_stack(embed_dim, num_convs, dilations,
+                                 in_dim=2 * embed_dim if concat else None)
         if isinstance(spatial_context, bool):
             raise TypeError(
                 'spatial_context lists the convolutions (1-based) that the '
@@ -307,7 +335,9 @@ class ConvDenseAligner(_AlignerBase):
                 nn.Conv2d(high_res_dim, high_res_embed_dim, 1), nn.GELU(),
                 nn.Conv2d(high_res_embed_dim, high_res_embed_dim, 1))
             self.high_res_text = nn.Linear(embed_dim, high_res_embed_dim)
-            self.high_res_convs = _conv_stack(high_res_embed_dim, 1)
+            self.high_res_convs = _conv_stack(
+                high_res_embed_dim, 1,
+                in_dim=2 * high_res_embed_dim if concat else None)
             # heatmap and wh corrections
             self.high_res_out = nn.Conv2d(high_res_embed_dim, 3, 1)
             if high_res_zero_init:
@@ -321,7 +351,7 @@ class ConvDenseAligner(_AlignerBase):
                 high_res_feats: Optional[Tensor] = None) -> Dict[str, Tensor]:
         self.check_high_res(high_res_feats)
         text, vision = self.project(loc_states, patch_feats, prompt_image)
-        x = vision * text[:, :, None, None]
+        x = self._fuse(vision, text)
         # the stack holds (conv, GELU) pairs
         for i in range(len(self.convs) // 2):
             x = self.convs[2 * i:2 * i + 2](x)
@@ -334,11 +364,19 @@ class ConvDenseAligner(_AlignerBase):
             heatmap, wh = heatmap + fine[:, :1], wh + fine[:, 1:]
         return dict(heatmap=heatmap, wh=wh)
 
+    def _fuse(self, feats: Tensor, text: Tensor) -> Tensor:
+        """(P, C, h, w) features and the (P, C') ``[LOC]`` embedding: their
+        product (C' = C), or both concatenated at every cell (C + C')."""
+        text = text[:, :, None, None]
+        if self.fusion == 'multiply':
+            return feats * text
+        return torch.cat([feats, text.expand(-1, -1, *feats.shape[-2:])], 1)
+
     def _high_res(self, x: Tensor, text: Tensor, high_res_feats: Tensor,
                   prompt_image: Sequence[int]) -> Tensor:
         """Heatmap and wh corrections at the heatmap's grid: the patch
-        features there, plus the high-resolution features modulated by the
-        ``[LOC]`` embedding, through 3x3 convolutions."""
+        features there plus the high-resolution features, fused with the
+        ``[LOC]`` embedding (``fusion``), through a 3x3 convolution."""
         x = F.pixel_shuffle(self.patch_readout(x), self.upsample)
         if high_res_feats.shape[-2:] != x.shape[-2:]:
             high_res_feats = F.interpolate(
@@ -346,5 +384,9 @@ class ConvDenseAligner(_AlignerBase):
                 align_corners=False)
         index = torch.as_tensor(prompt_image, device=x.device)
         fine = self.high_res_proj(high_res_feats)[index]
-        x = F.gelu(x + fine * self.high_res_text(text)[:, :, None, None])
+        text = self.high_res_text(text)
+        if self.fusion == 'multiply':
+            x = F.gelu(x + self._fuse(fine, text))
+        else:
+            x = self._fuse(F.gelu(x + fine), text)
         return self.high_res_out(self.high_res_convs(x))

@@ -34,12 +34,13 @@ model = dict(
         aligner_feature_layer=-1,
         freeze_vision=False,
         lora=None),
-    # The convolutional aligner of the paper's Table 3a. A randomly
-    # initialised LMM gives every prompt almost the same [LOC] state, so
-    # every class prompt gets the same heatmap until training breaks the
-    # symmetry: batch normalisation of the [LOC] states over the prompts of
-    # a batch (text_norm_cfg) breaks it from the start, and the conv aligner,
-    # which multiplies every patch by the [LOC] embedding, sooner than the
+    # A convolutional aligner that multiplies every patch by the [LOC]
+    # embedding (fusion='multiply'; the paper's Table 3a "Conv." concatenates
+    # instead, fusion='concat'). A randomly initialised LMM gives every
+    # prompt almost the same [LOC] state, so every class prompt gets the same
+    # heatmap until training breaks the symmetry: batch normalisation of the
+    # [LOC] states over the prompts of a batch (text_norm_cfg) breaks it from
+    # the start, and the multiplicative conv aligner sooner than the
     # transformer one. Dilations (1, 2, 4) let three convolutions see 15 x 15
     # patches, which relations need ("left of the yellow cross").
     # Measurements: docs/studies/all_tasks.md, docs/studies/det_ground.md.
@@ -48,6 +49,7 @@ model = dict(
         embed_dim=128,
         num_convs=3,
         dilations=(1, 2, 4),
+        fusion='multiply',
         # with several GPUs, sync_bn='torch' in the config syncs its
         # statistics (mmengine's Runner converts it)
         text_norm_cfg=dict(type='BN1d')),
