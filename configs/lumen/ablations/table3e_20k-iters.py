@@ -1,4 +1,5 @@
-# Table 3e: 20k training iterations.
+# Table 3e: 20k training iterations, a run of its own (not the 20k checkpoint
+# of a longer run; see table3e_10k-iters.py).
 # Paper: COCO det AP 29.7 / AP50 46.3 / AP75 29.8.
 _base_ = './lumen_llava-v1.1-7b_lora_448_multitask_10k.py'
 max_iters = 20000

@@ -1,4 +1,5 @@
-# Table 3e: 40k training iterations.
+# Table 3e: 40k training iterations, a run of its own (not the 40k checkpoint
+# of a longer run; see table3e_10k-iters.py).
 # Paper: COCO det AP 33.0 / AP50 50.4 / AP75 33.0.
 _base_ = './lumen_llava-v1.1-7b_lora_448_multitask_10k.py'
 max_iters = 40000
