@@ -3,24 +3,28 @@ import math
 
 import pytest
 import torch
+from mmdet.models.utils.gaussian_target import gaussian_radius
+from mmengine.config import Config
 
+from conftest import REPO
 from lumen_mm.models import HeatmapHead, PeakSelector
 
 
 @pytest.fixture
 def head():
-    return HeatmapHead()
+    # the Lumen-Shapes head (configs/lumen/_base_/models/lumen_tiny.py)
+    return HeatmapHead(min_overlap=0.3)
 
 
 def test_gaussian_peak_at_centre_with_centernet_radius(head):
-    from mmdet.models.utils.gaussian_target import gaussian_radius
     # centre (68, 52) = the centre of patch (x 8, y 6); 48 x 48 px
     box = torch.tensor([[44., 28., 92., 76.]])
     t = head.get_targets([box], (16, 16), stride=8)
     heat = t['heatmap'][0, 0]
     assert heat.max() == 1 and int(heat.eq(1).sum()) == 1
     assert heat[6, 8] == 1
-    radius = int(gaussian_radius((6., 6.), 0.3))
+    radius = int(gaussian_radius((6., 6.), head.min_overlap))
+    assert radius == 1
     sigma = (2 * radius + 1) / 6
     # one patch to the right of the centre: exp(-d^2 / 2 sigma^2), d = 1
     expected = math.exp(-1 / (2 * sigma**2))
@@ -123,3 +127,45 @@ def test_loss_norm_errors():
                  wh=torch.randn(1, 2, 16, 16))
     with pytest.raises(ValueError, match='images='):
         HeatmapHead(loss_norm='image').loss(preds, [torch.zeros(0, 4)], 8)
+
+
+def test_radius_follows_min_overlap():
+    """sigma = (2 r + 1) / 6 with r CornerNet's radius at ``min_overlap``
+    (mmdet's ``gaussian_radius``), floored at ``min_sigma``; a larger
+    overlap gives a smaller radius. The default is CenterNet's 0.7."""
+    assert HeatmapHead().min_overlap == 0.7
+    wh = torch.tensor([[20., 20.], [30., 12.], [6., 6.], [1., 2.]])
+    sigmas = {}
+    for overlap in (0.3, 0.7):
+        head = HeatmapHead(min_overlap=overlap)
+        expected = [max((2 * int(gaussian_radius((h, w), overlap)) + 1) / 6,
+                        head.min_sigma) for w, h in wh.tolist()]
+        sigmas[overlap] = head.box_sigma(wh)
+        assert sigmas[overlap].tolist() == pytest.approx(expected)
+    assert (sigmas[0.7] <= sigmas[0.3]).all()
+    # 20 x 20 patches: radius 4 at 0.3, 1 at 0.7
+    assert sigmas[0.3][0] == pytest.approx(9 / 6)
+    assert sigmas[0.7][0] == pytest.approx(3 / 6)
+
+
+def _resolved_min_overlap(path):
+    from mmdet.registry import MODELS
+
+    import lumen_mm  # noqa: F401
+    return MODELS.build(Config.fromfile(str(path)).model.bbox_head).min_overlap
+
+
+@pytest.mark.parametrize('name', [
+    'lumen_llava-v1.1-7b_lora_448_multitask_50k.py',
+    'ablations/lumen_llava-v1.1-7b_lora_448_multitask_10k.py',
+    'lumen_llava-v1.1-7b_test_coco-det.py',
+])
+def test_paper_configs_use_centernets_radius(name):
+    assert _resolved_min_overlap(REPO / 'configs/lumen' / name) == 0.7
+
+
+@pytest.mark.parametrize(
+    'path', sorted((REPO / 'configs/lumen/shapes').glob('*.py')),
+    ids=lambda p: p.stem)
+def test_shapes_configs_keep_their_measured_radius(path):
+    assert _resolved_min_overlap(path) == 0.3
