@@ -80,12 +80,17 @@ def test_coco_detection_and_instances(paper_cfg, tmp_path):
                         split, classes)
     train = _sample(_build(paper_cfg, 'coco_det_train', tmp_path))
     assert train.task == 'det'
-    assert train.prompts == list(classes)  # COCO asks all 80 classes
+    # at most prompts_per_image classes, the two present ones first
+    assert len(train.prompts) == paper_cfg.prompts_per_image == 8
+    assert {'person', 'toothbrush'} <= set(train.prompts)
+    seg_train = _sample(_build(paper_cfg, 'coco_seg_train', tmp_path))
+    assert seg_train.task == 'seg' and len(seg_train.prompts) == 8
     assert sorted(train.gt_instances.labels.tolist()) == [0, 79]
     # long side 64 -> 448: boxes scaled by 7
     box = train.gt_instances.bboxes.tensor[0].tolist()
     assert box == pytest.approx([28, 28, 168, 238])
-    assert _sample(_build(paper_cfg, 'coco_det_val', tmp_path)).task == 'det'
+    val = _sample(_build(paper_cfg, 'coco_det_val', tmp_path))
+    assert val.task == 'det' and val.prompts == list(classes)  # all 80
     seg = _sample(_build(paper_cfg, 'coco_seg_val', tmp_path))
     assert seg.task == 'seg' and len(seg.prompts) == 80
 
@@ -120,8 +125,8 @@ def test_objects365_v2_release_paths(paper_cfg, tmp_path):
         f'{tmp_path}/train/patch0/objects365_v1_00000001.jpg',
         f'{tmp_path}/train/patch16/objects365_v2_00908730.jpg']
     sample = _sample(dataset)
-    # the 2 classes present + 20 absent ones of 365
-    assert len(sample.prompts) == 22
+    # the 2 classes present + 6 absent ones of 365 (prompts_per_image)
+    assert len(sample.prompts) == 8
     # names are prompted stripped ('Table Tennis ' in mmdet's list)
     assert {'Person', classes[-1].strip()} <= set(sample.prompts)
     assert sample.prompt_labels == sorted(sample.prompt_labels)
@@ -321,11 +326,13 @@ def test_coco_keypoints_top_down(paper_cfg, tmp_path):
                              skeleton=[[16, 14]])]))
     sample = _sample(_build(paper_cfg, 'coco_pose_train', tmp_path))
     assert sample.task == 'pose'
-    assert len(sample.prompts) == 17 and sample.prompts[5] == 'left shoulder'
+    # training asks 8 (prompts_per_image) of the 12 labelled keypoints
+    assert len(sample.prompts) == 8 and max(sample.prompt_labels) < 12
     # the 12 labelled keypoints are the targets, as zero-size boxes
     assert sample.gt_instances.labels.tolist() == list(range(12))
     val = _sample(_build(paper_cfg, 'coco_pose_val', tmp_path))
     assert val.metainfo['id'] == 1
+    assert len(val.prompts) == 17 and val.prompts[5] == 'left shoulder'
 
 
 def test_ai_challenger_converted_to_coco(paper_cfg, tmp_path):
@@ -347,7 +354,12 @@ def test_ai_challenger_converted_to_coco(paper_cfg, tmp_path):
     assert coco['images'][0]['width'] == W
     sample = _sample(_build(paper_cfg, 'aic_pose_train', tmp_path))
     assert sample.task == 'pose'
-    assert sample.prompts[-2:] == ['head top', 'neck']
+    # 8 (prompts_per_image) of the 10 labelled keypoints, in index order
+    assert sample.prompt_labels == sorted(sample.prompt_labels)
+    assert len(sample.prompts) == 8 and set(sample.prompt_labels) <= set(
+        k for k in range(14) if k % 3 != 2)
+    names = paper_cfg.aic_keypoint_names  # 'head top', 'neck' last
+    assert sample.prompts == [names[k] for k in sample.prompt_labels]
     visible = [k for k in range(14) if k % 3 != 2]
     assert sample.gt_instances.labels.tolist() == visible
 

@@ -44,6 +44,30 @@ def split_prompts(text: Union[str, Sequence[str]]) -> List[str]:
     return [n.strip() for n in names]
 
 
+def _check_max_prompts(max_prompts: Optional[int], name: str) -> None:
+    if max_prompts is not None and (not isinstance(max_prompts, int)
+                                    or max_prompts < 1):
+        raise ValueError(f'{name}: max_prompts is the most prompts asked per '
+                         f'training image, an int >= 1 (None: all); got '
+                         f'{max_prompts!r}.')
+
+
+def first_chosen(preferred: np.ndarray, others: np.ndarray,
+                 max_prompts: Optional[int]) -> np.ndarray:
+    """At most ``max_prompts`` of ``preferred`` then ``others`` (numpy's
+    global RNG, as mmdet's transforms): a random subset of ``preferred``
+    when it alone has more, else all of it and a random subset of
+    ``others`` to fill; sorted. ``None``: all of both."""
+    preferred = np.asarray(preferred, np.int64)
+    others = np.asarray(others, np.int64)
+    if max_prompts is None:
+        return np.sort(np.concatenate([preferred, others]))
+    if len(preferred) >= max_prompts:
+        return np.sort(np.random.permutation(preferred)[:max_prompts])
+    fill = np.random.permutation(others)[:max_prompts - len(preferred)]
+    return np.sort(np.concatenate([preferred, fill]))
+
+
 @TRANSFORMS.register_module()
 class LumenDetPrompts(BaseTransform):
     """One prompt per class name: ``text``, the dataset's class names
@@ -53,24 +77,31 @@ class LumenDetPrompts(BaseTransform):
 
     In training each image is asked about every class it contains plus
     ``num_absent`` classes it does not contain (their heatmaps are empty);
-    ``num_absent=None`` asks about all classes. At test time
-    (``test_mode=True``) all classes are asked, as COCO evaluation needs.
+    ``num_absent=None`` asks about all classes. ``max_prompts`` caps the
+    prompts of a training image: the classes it contains first (a random
+    ``max_prompts`` of them when there are more), then absent ones to fill.
+    At test time (``test_mode=True``) all classes are asked, as COCO
+    evaluation needs.
 
     Args:
         task: ``'det'`` (boxes) or ``'seg'`` (masks).
         num_absent: absent classes asked per training image.
+        max_prompts: most prompts per training image; None: no cap.
         test_mode: ask every class.
     """
 
     def __init__(self,
                  task: str = 'det',
                  num_absent: Optional[int] = None,
+                 max_prompts: Optional[int] = None,
                  test_mode: bool = False) -> None:
         if task not in ('det', 'seg'):
             raise ValueError(f'Unknown task {task!r} for LumenDetPrompts: '
                              "set task='det' (boxes) or 'seg' (masks).")
+        _check_max_prompts(max_prompts, 'LumenDetPrompts')
         self.task = task
         self.num_absent = num_absent
+        self.max_prompts = max_prompts
         self.test_mode = test_mode
 
     def transform(self, results: dict) -> dict:
@@ -89,14 +120,16 @@ class LumenDetPrompts(BaseTransform):
                 'detect: set `metainfo=dict(classes=(...))` in the dataset '
                 'config to the class names of its annotation file.')
         num_classes = len(classes)
-        if self.test_mode or self.num_absent is None:
+        if self.test_mode or (self.num_absent is None
+                              and self.max_prompts is None):
             labels = np.arange(num_classes)
         else:
             present = np.unique(results.get('gt_bboxes_labels',
                                              np.zeros(0, np.int64)))
             absent = np.setdiff1d(np.arange(num_classes), present)
-            chosen = np.random.permutation(absent)[:self.num_absent]
-            labels = np.sort(np.concatenate([present, chosen]))
+            if self.num_absent is not None:
+                absent = np.random.permutation(absent)[:self.num_absent]
+            labels = first_chosen(present, absent, self.max_prompts)
             if len(labels) == 0:  # no objects and num_absent == 0
                 labels = np.random.randint(num_classes, size=1)
         results['task'] = self.task
@@ -112,13 +145,23 @@ class LumenGroundPrompts(BaseTransform):
     ``RefCocoDataset`` gives one mask per sentence; the referred object's box
     is the mask's enclosing box (Sec. 3.1.3). Load masks *after* resizing in
     test pipelines so that boxes stay in the original frame, as metrics need.
+
+    Args:
+        task: ``'ground'`` (boxes) or ``'refseg'`` (masks).
+        max_prompts: most sentences asked per image, a random subset (their
+            masks kept with them); None: every sentence. Set it in training
+            pipelines only: evaluation asks every sentence.
     """
 
-    def __init__(self, task: str = 'ground') -> None:
+    def __init__(self,
+                 task: str = 'ground',
+                 max_prompts: Optional[int] = None) -> None:
         if task not in ('ground', 'refseg'):
             raise ValueError(f'Unknown task {task!r} for LumenGroundPrompts: '
                              "set task='ground' (boxes) or 'refseg' (masks).")
+        _check_max_prompts(max_prompts, 'LumenGroundPrompts')
         self.task = task
+        self.max_prompts = max_prompts
 
     def transform(self, results: dict) -> dict:
         sentences = results.get('text')
@@ -126,6 +169,12 @@ class LumenGroundPrompts(BaseTransform):
             raise KeyError('LumenGroundPrompts needs referring sentences in '
                            'results["text"] (RefCocoDataset provides them).')
         sentences = split_prompts(sentences)
+        if self.max_prompts is not None and len(sentences) > self.max_prompts:
+            kept = first_chosen(np.arange(len(sentences)), [],
+                                self.max_prompts)
+            sentences = [sentences[i] for i in kept]
+            results['gt_masks'] = results['gt_masks'][kept]
+            results['text'] = sentences
         results['gt_bboxes'] = results['gt_masks'].get_bboxes(dst_type='hbox')
         results['gt_bboxes_labels'] = np.arange(len(sentences))
         results['gt_ignore_flags'] = np.zeros(len(sentences), dtype=bool)
@@ -172,28 +221,43 @@ class LumenPosePrompts(BaseTransform):
     Args:
         keypoint_names: the dataset's keypoint names, in index order; the
             prompts read them as words (``left_hand`` -> "left hand").
+        max_prompts: most keypoints asked per crop: the visible ones first
+            (a random subset when there are more), then others (empty
+            heatmaps) to fill; None: every keypoint. Set it in training
+            pipelines only: evaluation asks every keypoint.
     """
 
-    def __init__(self, keypoint_names: Sequence[str]) -> None:
+    def __init__(self,
+                 keypoint_names: Sequence[str],
+                 max_prompts: Optional[int] = None) -> None:
         if not keypoint_names:
             raise ValueError('LumenPosePrompts needs the keypoint names.')
+        _check_max_prompts(max_prompts, 'LumenPosePrompts')
         self.keypoint_names = list(keypoint_names)
+        self.max_prompts = max_prompts
 
     def transform(self, results: dict) -> dict:
         h, w = results['img'].shape[:2]
         results['img_shape'] = (h, w)
         results['person_bbox'] = np.asarray(results['bbox'][0], np.float32)
         points = results.get('transformed_keypoints')
+        everything = np.arange(len(self.keypoint_names))
+        shown = np.zeros(0, np.int64)
         if points is not None:
             visible = results['keypoints_visible'][0] > 0
             xy = points[0][visible]
             results['gt_bboxes'] = np.concatenate([xy, xy], 1).astype(
                 np.float32)
-            results['gt_bboxes_labels'] = np.flatnonzero(visible)
+            shown = np.flatnonzero(visible)
+            results['gt_bboxes_labels'] = shown
             results['gt_ignore_flags'] = np.zeros(len(xy), dtype=bool)
+        labels = everything if self.max_prompts is None else first_chosen(
+            shown, np.setdiff1d(everything, shown), self.max_prompts)
         results['task'] = 'pose'
-        results['prompts'] = [keypoint_prompt(n) for n in self.keypoint_names]
-        results['prompt_labels'] = list(range(len(self.keypoint_names)))
+        results['prompts'] = [
+            keypoint_prompt(self.keypoint_names[i]) for i in labels
+        ]
+        results['prompt_labels'] = [int(i) for i in labels]
         return results
 
 

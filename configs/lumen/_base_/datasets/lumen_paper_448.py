@@ -48,31 +48,49 @@ def _box_pipeline(prompts, with_bbox=False, with_mask=False, late_mask=False,
     ] + late + [prompts, dict(type='PackLumenInputs')])
 
 
-def _pose_pipeline(names):
+def _pose_pipeline(names, max_prompts=None):
     """Top-down: crop each person box (x1.25), one prompt per keypoint."""
     return [
         dict(type='LumenLoadImageFromFile'),
         dict(type='mmpose.GetBBoxCenterScale', padding=1.25),
         dict(type='mmpose.TopdownAffine', input_size=(image_size, image_size)),
-        dict(type='LumenPosePrompts', keypoint_names=names),
+        dict(type='LumenPosePrompts', keypoint_names=names,
+             max_prompts=max_prompts),
         dict(type='PackLumenInputs'),
     ]
 
 
-# Detection: each image is asked about the classes it holds plus
-# `num_absent` it does not (empty heatmaps). The paper does not say how many;
-# COCO asks all 80, the large vocabularies 20 absent ones.
+# Prompts per training image (the paper does not say; its template asks one
+# description per conversation). Every task asks at most this many, so each
+# task's share of location prompts stays near its sampling rate and a batch
+# of 20 holds at most 160 (all 80 COCO classes, ~7 RefCOCO sentences and 17
+# keypoints gave ~1600, grounding ~5%): 8 is above most images' present
+# classes (COCO: 2.9 on average), so absent ones still fill (empty heatmaps),
+# and about a RefCOCO image's sentences (7.1). docs/train_test.md,
+# tools/analysis/prompt_budget.py. Test pipelines ask everything.
+prompts_per_image = 8
+# Detection: the classes an image holds first, then absent ones to fill.
 det_train_pipeline = _box_pipeline(
-    dict(type='LumenDetPrompts', num_absent=None), with_bbox=True)
-det_large_vocab_train_pipeline = _box_pipeline(
-    dict(type='LumenDetPrompts', num_absent=20), with_bbox=True)
+    dict(type='LumenDetPrompts', max_prompts=prompts_per_image),
+    with_bbox=True)
+# Instance segmentation trains on the detection boxes: "we first transform
+# their masks into bounding boxes ... we actually do not use segmentation
+# annotations throughout the entire training process" (Sec. 4.1.1).
+seg_train_pipeline = _box_pipeline(
+    dict(type='LumenDetPrompts', task='seg', max_prompts=prompts_per_image),
+    with_bbox=True)
 det_test_pipeline = _box_pipeline(
     dict(type='LumenDetPrompts', test_mode=True), test=True)
 seg_test_pipeline = _box_pipeline(
     dict(type='LumenDetPrompts', task='seg', test_mode=True), test=True)
 # Referring expressions: the referred object's box is its mask's box.
 ground_train_pipeline = _box_pipeline(
-    dict(type='LumenGroundPrompts'), with_mask=True)
+    dict(type='LumenGroundPrompts', max_prompts=prompts_per_image),
+    with_mask=True)
+refseg_train_pipeline = _box_pipeline(
+    dict(type='LumenGroundPrompts', task='refseg',
+         max_prompts=prompts_per_image),
+    with_mask=True)
 # test: annotations loaded after resizing stay in the original frame
 ground_test_pipeline = _box_pipeline(
     dict(type='LumenGroundPrompts'), with_mask=True, late_mask=True,
@@ -80,8 +98,9 @@ ground_test_pipeline = _box_pipeline(
 refseg_test_pipeline = _box_pipeline(
     dict(type='LumenGroundPrompts', task='refseg'), with_mask=True,
     late_mask=True, test=True)
-coco_pose_pipeline = _pose_pipeline(coco_keypoint_names)
-aic_pose_pipeline = _pose_pipeline(aic_keypoint_names)
+coco_pose_pipeline = _pose_pipeline(coco_keypoint_names, prompts_per_image)
+aic_pose_pipeline = _pose_pipeline(aic_keypoint_names, prompts_per_image)
+coco_pose_test_pipeline = _pose_pipeline(coco_keypoint_names)
 vqa_pipeline = _box_pipeline(dict(type='LumenVQAPrompts'))
 count_test_pipeline = _box_pipeline(
     dict(type='LumenCountPrompts'), test=True)
@@ -102,7 +121,7 @@ objects365_train = dict(
     data_prefix=dict(img='train/'),
     filter_cfg=dict(filter_empty_gt=True),
     return_classes=True,
-    pipeline=det_large_vocab_train_pipeline)
+    pipeline=det_train_pipeline)
 openimages_train = dict(
     type='LumenOpenImagesDataset',  # mmdet's, from the released CSVs
     data_root='data/openimages/',
@@ -113,7 +132,11 @@ openimages_train = dict(
     meta_file='annotations/train-image-metas.pkl',
     data_prefix=dict(img='train/'),
     return_classes=True,
-    pipeline=det_large_vocab_train_pipeline)
+    pipeline=det_train_pipeline)
+# the same images asked for masks, trained on their boxes (see above)
+coco_seg_train = dict(coco_det_train, pipeline=seg_train_pipeline)
+objects365_seg_train = dict(objects365_train, pipeline=seg_train_pipeline)
+openimages_seg_train = dict(openimages_train, pipeline=seg_train_pipeline)
 coco_det_val = dict(
     type='CocoDataset',
     data_root='data/coco/',
@@ -144,6 +167,10 @@ refcocog_train = dict(
     refcoco_train,
     ann_file='refcocog/instances.json',
     split_file='refcocog/refs(umd).p')
+refcoco_refseg_train = dict(refcoco_train, pipeline=refseg_train_pipeline)
+refcoco_plus_refseg_train = dict(
+    refcoco_plus_train, pipeline=refseg_train_pipeline)
+refcocog_refseg_train = dict(refcocog_train, pipeline=refseg_train_pipeline)
 refcocog_ground_val = dict(
     refcocog_train,
     split='val',
@@ -173,7 +200,8 @@ coco_pose_val = dict(
     coco_pose_train,
     ann_file='annotations/person_keypoints_val2017.json',
     data_prefix=dict(img='val2017/'),
-    test_mode=True)
+    test_mode=True,
+    pipeline=coco_pose_test_pipeline)
 
 # -- VQA: LLaVA-Instruct-150k (heatmap loss off, LM loss only) ---------------
 llava_instruct_train = dict(
