@@ -197,3 +197,57 @@ def test_paper_config_builds(path, tokenizer_dir, built_models):
         not hasattr(model.backbone.llava, 'peft_config'))
     assert (model.mask_head is None) == (not cfg.model.get('mask_head'))
     assert model.test_cfg['det']['topk'] == cfg.model.test_cfg.det.topk
+
+
+# -- what the paper config trains (issue 32 item 2) ---------------------------
+_PROMPT_TASKS = dict(LumenDetPrompts='det', LumenGroundPrompts='ground',
+                     LumenPosePrompts='pose', LumenCountPrompts='count',
+                     LumenVQAPrompts='vqa')
+
+
+def _asked_tasks(node, found: set) -> set:
+    """The task of every Lumen*Prompts step in a config subtree."""
+    if isinstance(node, dict):
+        if node.get('type') in _PROMPT_TASKS:
+            found.add(node.get('task', _PROMPT_TASKS[node['type']]))
+        for value in node.values():
+            _asked_tasks(value, found)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _asked_tasks(value, found)
+    return found
+
+
+def _rates(name: str) -> dict:
+    dataset = Config.fromfile(str(CONFIG_ROOT / name)).train_dataloader.dataset
+    return {t: r for t, r in dataset.sample_rates.items() if r}
+
+
+def test_paper_config_trains_every_instruction_it_tests():
+    """Mask instructions are trained on the detection and grounding data at
+    half their tasks' rates; every Table 1 test config asks a trained task
+    (counting is zero-shot, Sec. 4.4.2); Table 2 drops a task's data with
+    the mask conversations built from it."""
+    main = 'lumen_llava-v1.1-7b_lora_448_multitask_50k.py'
+    dataset = Config.fromfile(str(CONFIG_ROOT / main)).train_dataloader.dataset
+    for task, task_data in dataset.datasets.items():
+        assert _asked_tasks(task_data, set()) == {task}
+    rates = _rates(main)
+    assert set(rates) == {'det', 'seg', 'ground', 'refseg', 'pose', 'vqa'}
+    assert rates['det'] == rates['seg'] == pytest.approx(0.56 / 2)
+    assert rates['ground'] == rates['refseg'] == pytest.approx(0.19 / 2)
+    assert (rates['pose'], rates['vqa']) == (0.19, 0.06)
+    tests = sorted(CONFIG_ROOT.glob('lumen_llava-v1.1-7b_test_*.py'))
+    assert len(tests) == 7
+    for path in tests:
+        asked = _asked_tasks(Config.fromfile(str(path)).test_dataloader,
+                             set())
+        assert asked and asked - {'count'} <= set(rates), path.name
+    dropped = {'table2_1_no-det': {'det', 'seg'},
+               'table2_2_no-ground': {'ground', 'refseg'},
+               'table2_3_no-pose': {'pose'}, 'table2_4_no-vqa': {'vqa'},
+               'table2_5_all-tasks': set()}
+    for name, gone in dropped.items():
+        assert set(_rates(f'ablations/{name}.py')) == set(rates) - gone
+    for variant in ('_fsdp', '_deepspeed-zero2'):
+        assert _rates(main.replace('.py', variant + '.py')) == rates

@@ -1,7 +1,9 @@
 # Lumen-7B as trained in the paper (Sec. 4.1): LLaVA-1.1-7B + LoRA, 448-px
 # aligner features; detection (COCO, Objects365, OpenImages), grounding
 # (RefCOCO/+/g), pose (COCO keypoints, AI Challenger) and VQA
-# (LLaVA-Instruct-150k) sampled 0.56 / 0.19 / 0.19 / 0.06; AdamW with weight
+# (LLaVA-Instruct-150k) sampled 0.56 / 0.19 / 0.19 / 0.06, detection's images
+# also asked for instance masks and grounding's for referring masks (trained
+# on their boxes, as the paper: Sec. 4.1.1); AdamW with weight
 # decay 0, batch 20 per GPU on 8 GPUs, 50k iterations, bf16, gradient
 # checkpointing (schedule: _base_/schedules/lora_50k.py); checkpoints hold
 # only what trains (LoRA, new token rows, aligner, heads).
@@ -36,11 +38,27 @@ train_dataloader = dict(
                     {{_base_.coco_det_train}}, {{_base_.objects365_train}},
                     {{_base_.openimages_train}}
                 ]),
+            # "Respond with masks" on the detection images: a mask task's
+            # heatmaps are detection's, built from boxes (Sec. 4.1.1)
+            seg=dict(
+                type='LumenConcatDataset',
+                datasets=[
+                    {{_base_.coco_seg_train}},
+                    {{_base_.objects365_seg_train}},
+                    {{_base_.openimages_seg_train}}
+                ]),
             ground=dict(
                 type='LumenConcatDataset',
                 datasets=[
                     {{_base_.refcoco_train}}, {{_base_.refcoco_plus_train}},
                     {{_base_.refcocog_train}}
+                ]),
+            refseg=dict(
+                type='LumenConcatDataset',
+                datasets=[
+                    {{_base_.refcoco_refseg_train}},
+                    {{_base_.refcoco_plus_refseg_train}},
+                    {{_base_.refcocog_refseg_train}}
                 ]),
             pose=dict(
                 type='LumenConcatDataset',
@@ -48,8 +66,10 @@ train_dataloader = dict(
                     {{_base_.coco_pose_train}}, {{_base_.aic_pose_train}}
                 ]),
             vqa={{_base_.llava_instruct_train}}),
-        # Sec. 4.1.3; the heatmap loss is off for VQA (LM loss only)
-        sample_rates=dict(det=0.56, ground=0.19, pose=0.19, vqa=0.06),
+        # Sec. 4.1.3 (VQA: LM loss only); seg halves det's 0.56, refseg
+        # ground's 0.19: the paper lists them with those tasks (Sec. 4.1.1)
+        sample_rates=dict(det=0.28, seg=0.28, ground=0.095, refseg=0.095,
+                          pose=0.19, vqa=0.06),
         # Within a task each dataset is drawn by its size (the paper lists
         # each task's datasets, not their shares); source_weights=dict(
         # det=[...]) sets them. 8 epochs of 1M draws make the 50k x 160.
