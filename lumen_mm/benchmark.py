@@ -346,6 +346,21 @@ def count_llm_tokens(mode: str, prompt_image: torch.Tensor,
         full_prompts=sum(full))
 
 
+def count_prompt_group(lmm: nn.Module, prompt_image: torch.Tensor,
+                       prompts: list) -> Dict[str, int]:
+    """:func:`count_llm_tokens` of one prompt group as ``lmm`` runs it (its
+    ``prompt_group_mode``; ``'shared'`` in ``packed_chunks``, each call
+    computing its prefix again). Needs no forward pass."""
+    mode = lmm.prompt_group_mode(prompt_image, prompts)
+    counts = count_llm_tokens(mode, prompt_image, prompts)
+    if mode == 'shared':  # each packed call computes its prefix
+        counts['processed'] = sum(
+            count_llm_tokens(mode, prompt_image[c],
+                             [prompts[i] for i in c])['processed']
+            for c in lmm.packed_chunks(prompt_image, prompts))
+    return counts
+
+
 class TokenCounter:
     """Counts the LLM tokens of every prompt group the LMM runs, by
     wrapping its ``run_prompt_group`` (the model holds no counting code);
@@ -357,13 +372,7 @@ class TokenCounter:
         run = lmm.run_prompt_group
 
         def counted(image_embeds, prompt_image, prompts):
-            mode = lmm.prompt_group_mode(prompt_image, prompts)
-            counts = count_llm_tokens(mode, prompt_image, prompts)
-            if mode == 'shared':  # each packed call computes its prefix
-                counts['processed'] = sum(
-                    count_llm_tokens(mode, prompt_image[c],
-                                     [prompts[i] for i in c])['processed']
-                    for c in lmm.packed_chunks(prompt_image, prompts))
+            counts = count_prompt_group(lmm, prompt_image, prompts)
             for k, v in counts.items():
                 self.totals[k] += v
             return run(image_embeds, prompt_image, prompts)

@@ -57,6 +57,17 @@ class PromptStates:
         return self.lm_loss_sum / max(self.lm_tokens, 1)
 
 
+def prefix_groups(prompts: Sequence[TokenizedPrompt]) -> List[List[int]]:
+    """Indices of the prompts that share a token prefix, one list per prefix
+    in order of first appearance: :meth:`LlavaLMM.forward_prompts` runs the
+    LLM once per list (location prompts share "...Please find the location
+    of", VQA conversations less)."""
+    groups = defaultdict(list)
+    for i, p in enumerate(prompts):
+        groups[tuple(p.input_ids[:p.prefix_len])].append(i)
+    return list(groups.values())
+
+
 def check_hf_dir(path: str, need_tokenizer: bool = True) -> None:
     """Fail early, naming what a Hugging Face LLaVA directory must hold."""
     if not osp.isdir(path):
@@ -564,12 +575,9 @@ class LlavaLMM(BaseModule):
             with_lm_loss: also sum the next-token loss of the answers.
         """
         device = image_embeds.device
-        groups = defaultdict(list)
-        for i, p in enumerate(prompts):
-            groups[tuple(p.input_ids[:p.prefix_len])].append(i)
         order, states = [], []
         loss_sum, num_tokens = None, 0
-        for members in groups.values():
+        for members in prefix_groups(prompts):
             hidden, ids, labels = self.run_prompt_group(
                 image_embeds,
                 torch.as_tensor([int(prompt_image[i]) for i in members],
