@@ -5,9 +5,11 @@ from .checkpoint import (TrainableCheckpointHook, fill_frozen,
                          trainable_keys)
 from .cpu_amp import CpuAmpOptimWrapper
 from .denormal import FlushDenormalHook, flushes_denormals
+from .dist import LumenFSDPStrategy, fsdp_auto_wrap_policy
 
 __all__ = [
-    'CpuAmpOptimWrapper', 'FlushDenormalHook', 'TrainableCheckpointHook',
-    'fill_frozen', 'filter_trainable', 'flushes_denormals',
+    'CpuAmpOptimWrapper', 'FlushDenormalHook', 'LumenFSDPStrategy',
+    'TrainableCheckpointHook', 'fill_frozen', 'filter_trainable',
+    'flushes_denormals', 'fsdp_auto_wrap_policy',
     'load_trainable_checkpoint', 'trainable_keys'
 ]

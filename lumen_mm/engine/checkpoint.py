@@ -30,12 +30,27 @@ def _strip_module(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
             for k, v in state.items()}
 
 
+# What FSDP (and its activation checkpointing) put into module names, absent
+# from its full state dicts
+_WRAPPER_NAMES = ('_fsdp_wrapped_module', '_checkpoint_wrapped_module')
+
+
+def _clean_name(name: str) -> str:
+    return '.'.join(part for part in name.split('.')
+                    if part not in _WRAPPER_NAMES)
+
+
 def trainable_keys(model: nn.Module) -> set:
     """State-dict names of trainable parameters and of the buffers of the
-    modules that hold them (their running statistics change too)."""
+    modules that hold them (their running statistics change too).
+
+    The names are those of the unwrapped model, also under FSDP, whose
+    nested units add ``_fsdp_wrapped_module.`` to module names but not to
+    the keys of its full state dicts."""
     model = _unwrap(model)
     keys = set()
     for prefix, module in model.named_modules():
+        prefix = _clean_name(prefix)
         own = list(module.named_parameters(recurse=False))
         trained = [name for name, p in own if p.requires_grad]
         if not trained:
@@ -56,21 +71,44 @@ def filter_trainable(model: nn.Module,
             'The model has no trainable parameter: a trainable-only '
             'checkpoint would be empty. Remove TrainableCheckpointHook or '
             'unfreeze what should train.')
-    return {k: v for k, v in state_dict.items() if k in keys}
+    kept = {k: v for k, v in state_dict.items() if k in keys}
+    if state_dict and not kept:  # (FSDP's ranks but 0 save an empty one)
+        raise KeyError(
+            f'None of the {len(keys)} trainable names (e.g. '
+            f'{sorted(keys)[:2]}) is a key of the state dict (e.g. '
+            f'{sorted(state_dict)[:2]}): a model wrapper renamed them.')
+    return kept
 
 
 def fill_frozen(model: nn.Module,
                 state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Complete a trainable-only ``state_dict`` with the model's own
-    tensors, so that loading it is a full, strict load."""
+    tensors, so that loading it is a full, strict load.
+
+    Under FSDP the model's full state dict exists on rank 0 only (and would
+    gather the whole model there): the names are checked, and the trained
+    entries alone are returned; mmengine's ``FSDPStrategy`` loads them
+    non-strictly into the sharded model, whose frozen part stays as built.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    if isinstance(model, FullyShardedDataParallel):
+        _check_known(state_dict, {
+            _clean_name(name)
+            for name, _ in [*model.named_parameters(), *model.named_buffers()]
+        })
+        return dict(state_dict)
     own = _unwrap(model).state_dict()
-    unknown = set(state_dict) - set(own)
+    _check_known(state_dict, own)
+    return {k: state_dict.get(k, v) for k, v in own.items()}
+
+
+def _check_known(state_dict: Dict[str, Tensor], names) -> None:
+    unknown = set(state_dict) - set(names)
     if unknown:
         raise KeyError(
             f'The checkpoint holds {len(unknown)} entries the model lacks, '
             f'e.g. {sorted(unknown)[:3]}: it was saved from a different '
             'model config (LoRA targets, heads, aligner?).')
-    return {k: state_dict.get(k, v) for k, v in own.items()}
 
 
 def load_trainable_checkpoint(model: nn.Module,

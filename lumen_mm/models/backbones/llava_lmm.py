@@ -341,9 +341,12 @@ class LlavaLMM(BaseModule):
         if self.image_size == self.aligner_image_size:
             low = hr
         else:
+            # in float32: antialiased resizing has no bfloat16 CPU kernel
+            # (FSDP's mixed precision hands the model bfloat16 images)
             low_images = F.interpolate(
-                images, size=(self.image_size, self.image_size),
-                mode='bilinear', align_corners=False, antialias=True)
+                images.float(), size=(self.image_size, self.image_size),
+                mode='bilinear', align_corners=False,
+                antialias=True).to(images.dtype)
             low = model.vision_tower(low_images, output_hidden_states=True)
         tokens = low.hidden_states[self.vision_feature_layer][:, 1:]
         image_embeds = model.multi_modal_projector(tokens)

@@ -154,13 +154,18 @@ class _AlignerBase(BaseModule):
 
     def _normalise(self, loc_states: Tensor) -> Tensor:
         norm = self.text_norm
+        # FSDP with mixed precision shards a batch norm as its own unit
         if self.training and len(loc_states) == 1 and isinstance(
-                norm, _BatchNorm):
+                getattr(norm, 'module', norm), _BatchNorm):
             # batch statistics need two prompts; one alone (a batch of a
-            # single grounding sample) is normalised by the running ones
-            return F.batch_norm(loc_states, norm.running_mean,
-                                norm.running_var, norm.weight, norm.bias,
-                                False, 0., norm.eps)
+            # single grounding sample) is normalised by the running ones:
+            # the module in eval mode (its own forward, so that FSDP gathers
+            # its weights)
+            norm.eval()
+            try:
+                return norm(loc_states)
+            finally:
+                norm.train()
         return norm(loc_states)
 
 

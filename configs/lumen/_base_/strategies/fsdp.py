@@ -1,15 +1,23 @@
 # PyTorch FSDP through mmengine's FlexibleRunner: parameters, gradients and
 # optimizer states sharded over the GPUs; bf16 compute with fp32 reductions.
-# Blocks of 10M+ parameters (the LLM's decoder layers) are wrapped; the
-# original parameters stay visible (use_orig_params), which LoRA's mix of
-# frozen and trained weights needs. Full state dicts keep the checkpoints'
-# names, so TrainableCheckpointHook can filter them.
+# Modules of 10M+ parameters are wrapped (for the 7B model: each large Linear
+# of the LLM, CLIP's encoder layers, the LM head), an embedding never alone:
+# peft's trainable-token layer around the 7B's token embedding reads its
+# weight directly and fails on a shard (torch's size-based policy alone
+# wraps it apart). The original parameters stay visible (use_orig_params),
+# which LoRA's mix of frozen and trained weights needs. Full state dicts keep
+# the checkpoints' names, so TrainableCheckpointHook can filter them. Without
+# a GPU, tools/dist_train.sh runs it on the CPUs with gloo
+# (tests/test_fsdp.py).
 runner_type = 'FlexibleRunner'
 strategy = dict(
-    type='FSDPStrategy',
+    # mmengine's FSDPStrategy, fixed to clip by the whole gradient's norm,
+    # to resume its optimizer under torch>=2.1 and to run on CPUs
+    # (lumen_mm/engine/dist.py)
+    type='LumenFSDPStrategy',
     model_wrapper=dict(
         auto_wrap_policy=dict(
-            type='torch.distributed.fsdp.wrap.size_based_auto_wrap_policy',
+            type='lumen_mm.engine.dist.fsdp_auto_wrap_policy',
             min_num_params=int(1e7)),
         use_orig_params=True,
         mixed_precision=dict(
