@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 # What every packed Lumen sample keeps in its metainfo (mmdet's defaults plus
-# the three keys that route a sample through Lumen).
+# the three keys that route a sample through Lumen, and SAM's image size).
 BASE_META_KEYS = ('img_id', 'img_path', 'ori_shape', 'img_shape',
-                  'scale_factor', 'task', 'prompts', 'prompt_labels')
+                  'scale_factor', 'task', 'prompts', 'prompt_labels',
+                  'sam_shape')
 
 # Stage-2 decoders.
 DECODERS = ('boxes', 'masks', 'keypoints', 'count', 'text')

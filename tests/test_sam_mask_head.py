@@ -1,9 +1,12 @@
 """SamMaskHead: prompts, mask-decoder training, freezing, checkpoints."""
+import numpy as np
 import pytest
 import torch
 from mmdet.registry import MODELS
+from mmengine.structures import InstanceData
 
 import lumen_mm  # noqa: F401  (registration)
+from lumen_mm.datasets import LumenSamImage
 from lumen_mm.models.mask_heads.sam_mask_head import CLIP_MEAN, CLIP_STD
 
 TINY = dict(img_size=64, embed_dim=32, depth=1, prompt_embed_dim=32,
@@ -148,3 +151,135 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
                           checkpoint=str(tmp_path / 'missing.pth')))
     with pytest.raises(ValueError, match='Unknown sam_type'):
         MODELS.build(dict(type='SamMaskHead', sam_type='vit_x'))
+
+
+# -- SAM at its own resolution (LumenSamImage) ------------------------------
+def _pipeline(sam_size, input_size=48, flip=False):
+    from mmengine.dataset import Compose
+    steps = [dict(type='LoadImageFromFile'),
+             dict(type='LumenSamImage', size=sam_size),
+             dict(type='Resize', scale=(input_size, input_size),
+                  keep_ratio=True),
+             dict(type='Pad', size=(input_size, input_size))]
+    if flip:
+        steps.append(dict(type='RandomFlip', prob=1.0))
+    return Compose(steps + [dict(type='PackLumenInputs')])
+
+
+def _write_image(path, h, w, seed=0):
+    import mmcv
+    rgb = np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
+    mmcv.imwrite(rgb[..., ::-1], str(path))  # files hold BGR
+    return rgb
+
+
+def test_sam_image_is_encoded_and_decoded_as_sam_predictor_does(tmp_path):
+    from segment_anything import SamPredictor
+    head = tiny_head()
+    rgb = _write_image(tmp_path / 'wide.png', 40, 100)
+    sample = _pipeline(64)(dict(img_path=str(tmp_path / 'wide.png')))[
+        'data_samples']
+    assert tuple(sample.sam_image.shape) == (3, 26, 64)
+    embedding = head.encode(torch.zeros(1, 3, 48, 48), [sample])
+    predictor = SamPredictor(head.sam)
+    predictor.set_image(rgb)
+    assert torch.allclose(embedding, predictor.features, atol=1e-5)
+
+    # a box of the original image, given in input pixels, comes back as the
+    # predictor's mask in the original frame
+    box = np.array([20., 8., 70., 30.])
+    expected, _, _ = predictor.predict(
+        point_coords=((box[:2] + box[2:]) / 2)[None],
+        point_labels=np.array([1]), box=box, multimask_output=False)
+    fx, fy = sample.metainfo['scale_factor']
+    results = InstanceData(
+        bboxes=torch.tensor(box * [fx, fy, fx, fy], dtype=torch.float32)[None])
+    out = head.predict(embedding, results, sample.metainfo, (48, 48),
+                       rescale=True)
+    assert out.masks.shape == (1, 40, 100)
+    assert (out.masks[0].numpy() != expected[0]).mean() < 1e-3
+    assert torch.allclose(out.bboxes, torch.tensor(box[None]).float(),
+                          atol=1e-4)
+
+
+def _box_decoder(head):
+    """Stand-ins for SAM's prompt encoder and mask decoder: logits > 0
+    inside the prompt box, as read in SAM's input frame."""
+    side = head.sam.image_encoder.img_size // 4  # SAM's low-res size
+    cells = (torch.arange(side) + 0.5) * 4  # cell centres, SAM pixels
+    seen = {}
+
+    def prompt_encoder(points, boxes, masks):
+        seen['box'] = boxes[0]
+        return None, None
+
+    def mask_decoder(**kwargs):
+        x1, y1, x2, y2 = seen['box']
+        inside = (((cells >= y1) & (cells <= y2))[:, None] &
+                  ((cells >= x1) & (cells <= x2))[None])
+        return (inside.float() * 20 - 10)[None, None], None
+
+    head.sam.prompt_encoder.forward = prompt_encoder
+    head.sam.mask_decoder.forward = mask_decoder
+
+
+@pytest.mark.parametrize('with_sam_image', [True, False])
+def test_masks_land_on_their_box_in_a_non_square_original(
+        tmp_path, with_sam_image):
+    # regression: the padded square was resized to the original's shape,
+    # squeezing a 150 x 60 image's masks into its top rows
+    head = tiny_head()
+    _box_decoder(head)
+    _write_image(tmp_path / 'wide.png', 60, 150)
+    sample = _pipeline(64)(dict(img_path=str(tmp_path / 'wide.png')))[
+        'data_samples']
+    meta = dict(sample.metainfo)
+    if not with_sam_image:  # SAM reads the upsampled input
+        del meta['sam_shape']
+    box = torch.tensor([[30., 10., 120., 50.]])  # original pixels
+    fx, fy = meta['scale_factor']
+    for rescale, shape, scale in ((True, (60, 150), 1.0),
+                                  (False, (19, 48), fx)):
+        results = InstanceData(bboxes=box * box.new_tensor([fx, fy] * 2))
+        masks = head.predict(torch.zeros(1, 8, 4, 4), results, meta,
+                             (48, 48), rescale).masks
+        assert masks.shape == (1, *shape)
+        truth = torch.zeros(shape, dtype=torch.bool)
+        x1, y1, x2, y2 = (box[0] * scale).round().int().tolist()
+        truth[y1:y2, x1:x2] = True
+        iou = (masks[0] & truth).sum() / (masks[0] | truth).sum()
+        assert iou > 0.75, (rescale, iou)
+
+
+def test_sam_image_follows_a_horizontal_flip_of_a_full_width_image(
+        tmp_path):
+    _write_image(tmp_path / 'square.png', 50, 50)
+    _write_image(tmp_path / 'tall.png', 100, 40)
+    plain = _pipeline(64)(dict(img_path=str(tmp_path / 'square.png')))
+    flipped = _pipeline(64, flip=True)(
+        dict(img_path=str(tmp_path / 'square.png')))
+    assert torch.equal(flipped['data_samples'].sam_image,
+                       plain['data_samples'].sam_image.flip(-1))
+    with pytest.raises(ValueError, match='fill the padded width'):
+        _pipeline(64, flip=True)(dict(img_path=str(tmp_path / 'tall.png')))
+
+
+def test_sam_image_of_another_size_and_mixed_batches(tmp_path):
+    head = tiny_head()
+    _write_image(tmp_path / 'a.png', 48, 48)
+    wrong = _pipeline(32)(dict(img_path=str(tmp_path / 'a.png')))
+    with pytest.raises(ValueError, match=r'LumenSamImage\(size=64\)'):
+        head.encode(torch.zeros(1, 3, 48, 48), [wrong['data_samples']])
+    right = _pipeline(64)(dict(img_path=str(tmp_path / 'a.png')))
+    images = clip_normalise(right['inputs'].flip(0)[None].float())
+    with_sam, without = right['data_samples'], right['data_samples'].clone()
+    del without.sam_image
+    both = head.encode(images.repeat(2, 1, 1, 1), [with_sam, without])
+    assert torch.allclose(both[0], head.encode(images, [with_sam])[0],
+                          atol=1e-5)
+    assert torch.allclose(both[1], head.encode(images)[0], atol=1e-5)
+    assert not torch.allclose(both[0], both[1], atol=1e-3)  # two sources
+    with pytest.raises(ValueError, match='2 data samples for 1 images'):
+        head.encode(images, [with_sam, without])
+    with pytest.raises(ValueError, match="size must be SAM's input size"):
+        LumenSamImage(size=0)

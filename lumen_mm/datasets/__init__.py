@@ -8,6 +8,7 @@ from .prompts import (LumenCountPrompts, LumenDetPrompts, LumenGroundPrompts,
                       LumenPosePrompts, LumenVQAPrompts)
 from .refcoco import LumenRefCocoDataset
 from .referring_flip import RandomFlipReferring
+from .sam_image import LumenSamImage
 from .samplers import LumenMultiTaskSampler
 from .vqa import LumenVQADataset
 
@@ -16,6 +17,6 @@ __all__ = [
     'LumenGroundPrompts', 'LumenCountPrompts', 'LumenPosePrompts',
     'LumenVQAPrompts', 'LumenCountingDataset', 'LumenVQADataset',
     'LumenRefCocoDataset', 'PackLumenInputs', 'LumenMultiTaskSampler',
-    'LumenLoadImageFromFile', 'RandomFlipReferring',
+    'LumenLoadImageFromFile', 'RandomFlipReferring', 'LumenSamImage',
     'CocoFormatDataset', 'FSC147Dataset', 'LumenVOCDataset'
 ]

@@ -6,6 +6,7 @@ from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
 
 from lumen_mm.tasks import META_KEYS
+from .sam_image import pack_sam_image
 
 
 @TRANSFORMS.register_module()
@@ -19,7 +20,8 @@ class PackLumenInputs(PackDetInputs):
     class name, a sentence, a keypoint name), as predictions have them: the
     labels of grounding and pose index sentences and keypoints, not the
     dataset's classes, and mmdet's ``DetLocalVisualizer`` draws these names
-    instead of looking labels up in ``classes``.
+    instead of looking labels up in ``classes``. A pipeline with
+    :class:`LumenSamImage` gets its SAM image packed as ``sam_image``.
     """
 
     def __init__(self,
@@ -31,6 +33,9 @@ class PackLumenInputs(PackDetInputs):
     def transform(self, results: dict) -> dict:
         packed = super().transform(results)
         sample = packed['data_samples']
+        sam_image = pack_sam_image(results)
+        if sam_image is not None:
+            sample.sam_image = sam_image
         gt = sample.get('gt_instances')
         if gt is not None and 'labels' in gt and 'prompts' in results:
             names = dict(zip(results['prompt_labels'], results['prompts']))

@@ -162,7 +162,7 @@ class Lumen(BaseDetector):
         """Heatmap and wh logits of every location query of the batch."""
         image_embeds, patch_feats = self.backbone.encode_images(inputs)
         if self.aligner_features == 'sam':
-            patch_feats = self.mask_head.encode(inputs)
+            patch_feats = self.mask_head.encode(inputs, data_samples)
         high_res_feats = (self.high_res_encoder(inputs)[-1]
                           if self.high_res_encoder is not None else None)
         queries = self._queries(data_samples, training, inputs.device)
@@ -212,8 +212,9 @@ class Lumen(BaseDetector):
             """SAM's embeddings of the batch, encoded once, when a mask is
             asked for."""
             if 'sam' not in cache:
-                cache['sam'] = (out.patch_feats if self.aligner_features
-                                == 'sam' else self.mask_head.encode(inputs))
+                cache['sam'] = (
+                    out.patch_feats if self.aligner_features == 'sam' else
+                    self.mask_head.encode(inputs, data_samples))
             return cache['sam']
 
         image_index = torch.as_tensor([q.image for q in out.queries],

@@ -10,7 +10,7 @@ import os.path as osp
 import re
 from contextlib import nullcontext
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +50,18 @@ TINY_SAM = dict(
     decoder_depth=2,
     decoder_heads=2,
     decoder_mlp_dim=256)
+# the mask logit of the input's padding, outside every mask
+_OUTSIDE = -1e4
 # CLIP's normalisation in RGB, 0-255 units (Lumen's data preprocessor).
 CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)
 CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
+
+
+class SamFrame(NamedTuple):
+    """Where one image of Lumen's input batch lies in SAM's input."""
+    scale: Tuple[float, float]  # (x, y): input pixels -> SAM pixels
+    size: Tuple[int, int]  # (h, w) of the image in SAM pixels
+    content: Tuple[int, int]  # (h, w) of the image in input pixels
 
 
 def build_tiny_sam(img_size: int, patch_size: int, embed_dim: int, depth: int,
@@ -223,30 +232,95 @@ class SamMaskHead(BaseModule):
         cells = encoder.img_size // encoder.patch_embed.proj.kernel_size[0]
         return input_size / cells
 
-    def encode(self, images: Tensor) -> Tensor:
-        """SAM image embeddings (B, C, h, w) of a normalised (B, 3, H, W)
-        batch: back to pixels, longest side resized to SAM's input size,
-        SAM-normalised and padded (``Sam.preprocess``)."""
+    def encode(self, images: Tensor,
+               data_samples: Optional[Sequence] = None) -> Tensor:
+        """SAM image embeddings (B, C, h, w) of a batch.
+
+        A sample packed with a ``sam_image`` (``LumenSamImage``: the original
+        image at SAM's input size) is encoded from it, as ``SamPredictor``
+        does. Any other (a pose crop, a pipeline without it) is taken from
+        the normalised (B, 3, H, W) input batch back to pixels, its longest
+        side resized to SAM's input: SAM then reads an upsampled letterbox.
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError('encode expects a (B, 3, H, W) image batch, got '
                              f'shape {tuple(images.shape)}.')
-        pixels = images * self.input_std + self.input_mean
-        size = self.transform.get_preprocess_shape(
-            *images.shape[-2:], self.transform.target_length)
-        if tuple(size) != tuple(images.shape[-2:]):
-            pixels = F.interpolate(
-                pixels, size, mode='bilinear', align_corners=False,
-                antialias=True)
+        samples = list(data_samples or [None] * len(images))
+        if len(samples) != len(images):
+            raise ValueError(f'Got {len(samples)} data samples for '
+                             f'{len(images)} images.')
+        pixels = [None if s is None or 'sam_image' not in s else
+                  self._sam_input(s.sam_image) for s in samples]
+        missing = [i for i, p in enumerate(pixels) if p is None]
+        if missing:
+            batch = images[missing] * self.input_std + self.input_mean
+            size = self.transform.get_preprocess_shape(
+                *images.shape[-2:], self.transform.target_length)
+            if tuple(size) != tuple(images.shape[-2:]):
+                batch = F.interpolate(
+                    batch, size, mode='bilinear', align_corners=False,
+                    antialias=True)
+            for i, p in zip(missing, self.sam.preprocess(batch).split(1)):
+                pixels[i] = p
         grad = nullcontext() if self.train_encoder else torch.no_grad()
         with grad:
-            return self.sam.image_encoder(self.sam.preprocess(pixels))
+            return self.sam.image_encoder(torch.cat(pixels))
+
+    def _sam_input(self, sam_image: Tensor) -> Tensor:
+        """A packed (3, h, w) uint8 SAM image, SAM-normalised and padded."""
+        size = self.sam.image_encoder.img_size
+        if sam_image.dim() != 3 or max(sam_image.shape[-2:]) != size:
+            raise ValueError(
+                f'A sam_image of shape {tuple(sam_image.shape)} does not fit '
+                f'SAM\'s {size}-px input: set LumenSamImage(size={size}) in '
+                'the pipeline.')
+        return self.sam.preprocess(sam_image[None].to(
+            self.sam.pixel_mean.dtype))
+
+    def sam_frame(self, img_meta: dict,
+                  input_size: Tuple[int, int]) -> SamFrame:
+        """Where an image of the input batch lies in SAM's frame.
+
+        mmdet's ``Pad`` sets ``img_shape`` to the padded size, so the
+        content's size is the original's times ``scale_factor``.
+        """
+        ori_h, ori_w = img_meta.get('ori_shape', input_size)[:2]
+        fx, fy = img_meta.get('scale_factor', (1.0, 1.0))
+        content = (min(round(ori_h * fy), input_size[0]),
+                   min(round(ori_w * fx), input_size[1]))
+        if 'sam_shape' in img_meta:  # the original, resized for SAM
+            sam_h, sam_w = img_meta['sam_shape'][:2]
+            return SamFrame((sam_w / (ori_w * fx), sam_h / (ori_h * fy)),
+                            (int(sam_h), int(sam_w)), content)
+        scale = self.transform.target_length / max(input_size)
+        return SamFrame((scale, scale), (round(content[0] * scale),
+                                         round(content[1] * scale)), content)
+
+    def _low_res_logits(self, embedding: Tensor, box: Tensor,
+                        point: Tensor, frame: SamFrame) -> Tensor:
+        """SAM's (n, 1, 256, 256) mask logits for boxes and points given in
+        input pixels."""
+        to_sam = box.new_tensor(frame.scale)
+        labels = torch.ones(len(box), 1, dtype=torch.int, device=box.device)
+        sparse, dense = self.sam.prompt_encoder(
+            points=(point[:, None] * to_sam, labels),
+            boxes=box * to_sam.repeat(2),
+            masks=None)
+        low_res, _ = self.sam.mask_decoder(
+            image_embeddings=embedding[None],
+            image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False)
+        return low_res
 
     def predict_masks(
             self,
             image_embeddings: Tensor,
             boxes: List[Tensor],
             points: Optional[List[Tensor]] = None,
-            input_size: Optional[Tuple[int, int]] = None) -> List[Tensor]:
+            input_size: Optional[Tuple[int, int]] = None,
+            img_metas: Optional[Sequence[dict]] = None) -> List[Tensor]:
         """Mask logits for every prompt, one prompt_encoder/mask_decoder call
         per image.
 
@@ -255,23 +329,25 @@ class SamMaskHead(BaseModule):
             boxes: per image (n, 4) xyxy boxes in input pixels.
             points: per image (n, 2) positive points (label 1); None uses the
                 box centres.
-            input_size: (H, W) of the image batch given to :meth:`encode`.
+            input_size: (H, W) of the input batch.
+            img_metas: per image its metainfo (``ori_shape``,
+                ``scale_factor``, ``sam_shape``), for :meth:`sam_frame`;
+                None: images fill the batch.
 
         Returns:
             per image (n, H, W) mask logits at input resolution (a pixel is
-            in the mask where its logit is > 0).
+            in the mask where its logit is > 0; the padding is out).
         """
         if input_size is None:
             raise ValueError('predict_masks needs `input_size`, the (H, W) of '
-                             'the image batch given to encode().')
+                             'the input batch.')
         if len(boxes) != len(image_embeddings):
             raise ValueError(f'Got boxes for {len(boxes)} images but '
                              f'{len(image_embeddings)} image embeddings.')
         if points is not None and len(points) != len(boxes):
             raise ValueError(f'Got points for {len(points)} images but boxes '
                              f'for {len(boxes)}.')
-        resized = self.transform.get_preprocess_shape(
-            *input_size, self.transform.target_length)
+        img_metas = img_metas or [{}] * len(boxes)
         grad = (nullcontext() if self.train_decoder or self.train_encoder
                 else torch.no_grad())
         masks = []
@@ -289,44 +365,38 @@ class SamMaskHead(BaseModule):
                     raise ValueError(
                         f'points must be (n, 2) with one point per box; image '
                         f'{i} has {tuple(point.shape)} for {len(box)} boxes.')
-                coords = self.transform.apply_coords_torch(
-                    point[:, None], input_size)
-                labels = torch.ones(
-                    len(box), 1, dtype=torch.int, device=box.device)
-                sparse, dense = self.sam.prompt_encoder(
-                    points=(coords, labels),
-                    boxes=self.transform.apply_boxes_torch(box, input_size),
-                    masks=None)
-                low_res, _ = self.sam.mask_decoder(
-                    image_embeddings=embedding[None],
-                    image_pe=self.sam.prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=False)
-                masks.append(
-                    self.sam.postprocess_masks(low_res, resized,
-                                               tuple(input_size))[:, 0])
+                frame = self.sam_frame(img_metas[i], input_size)
+                logits = self.sam.postprocess_masks(
+                    self._low_res_logits(embedding, box, point, frame),
+                    frame.size, frame.content)[:, 0]
+                pad = (0, input_size[1] - frame.content[1], 0,
+                       input_size[0] - frame.content[0])
+                masks.append(F.pad(logits, pad, value=_OUTSIDE))
         return masks
 
     def predict(self, image_embedding: Tensor, results: InstanceData,
                 img_meta: dict, input_size: Tuple[int, int],
                 rescale: bool) -> InstanceData:
         """Masks of one image's decoded boxes (input pixels), as
-        ``SamPredictor.predict_torch`` + ``postprocess_masks`` give them.
-
-        The padding is cut off; with ``rescale`` the masks are resized to
-        ``ori_shape`` and the boxes divided by ``scale_factor`` (as mmdet's
-        mask heads do after a bbox head that left them unscaled).
+        ``SamPredictor.predict_torch`` + ``postprocess_masks`` give them:
+        SAM's logits resized straight to the original frame with
+        ``rescale`` (boxes divided by ``scale_factor``, as mmdet's mask
+        heads do after a bbox head that left them unscaled), else to the
+        input's content.
         """
-        logits = self.predict_masks(
-            image_embedding, [results.bboxes], input_size=input_size)[0]
-        h, w = img_meta.get('img_shape', input_size)[:2]
-        logits = logits[:, :h, :w]
-        if rescale and 'ori_shape' in img_meta and len(logits):
-            logits = F.interpolate(
-                logits[:, None], img_meta['ori_shape'][:2],
-                mode='bilinear', align_corners=False)[:, 0]
-        results.masks = logits > 0
+        frame = self.sam_frame(img_meta, input_size)
+        size = (tuple(img_meta['ori_shape'][:2])
+                if rescale and 'ori_shape' in img_meta else frame.content)
+        boxes = results.bboxes
+        if len(boxes):
+            with torch.no_grad():
+                low_res = self._low_res_logits(
+                    image_embedding[0], boxes,
+                    (boxes[:, :2] + boxes[:, 2:]) / 2, frame)
+                results.masks = self.sam.postprocess_masks(
+                    low_res, frame.size, size)[:, 0] > 0
+        else:
+            results.masks = boxes.new_zeros((0, *size), dtype=torch.bool)
         if rescale and 'scale_factor' in img_meta:
             results.bboxes /= results.bboxes.new_tensor(
                 img_meta['scale_factor']).repeat(2)
@@ -345,11 +415,13 @@ class SamMaskHead(BaseModule):
             zero = sum(p.sum() * 0 for p in self.parameters()
                        if p.requires_grad)
             return dict(loss_mask=zero, loss_dice=zero)
-        gts = [data_samples[i].gt_instances for i in chosen]
+        samples = [data_samples[i] for i in chosen]
+        gts = [s.gt_instances for s in samples]
         logits = self.predict_masks(
-            self.encode(images[chosen]),
+            self.encode(images[chosen], samples),
             [get_box_tensor(g.bboxes) for g in gts],
-            input_size=tuple(images.shape[-2:]))
+            input_size=tuple(images.shape[-2:]),
+            img_metas=[s.metainfo for s in samples])
         return self.loss_by_feat(logits, [g.masks for g in gts])
 
     def loss_by_feat(self, mask_logits: List[Tensor],

@@ -32,17 +32,19 @@ aic_keypoint_names = (
 
 # -- pipelines ---------------------------------------------------------------
 def _box_pipeline(prompts, with_bbox=False, with_mask=False, late_mask=False,
-                  test=False):
+                  test=False, sam_image=False):
     """Load, resize the long side to image_size, pad square, ask prompts.
     Test pipelines load with mmcv's LoadImageFromFile, the step mmdet's
     DetInferencer replaces with its own loader; training keeps
-    LumenLoadImageFromFile's errors naming a corrupt file."""
+    LumenLoadImageFromFile's errors naming a corrupt file. ``sam_image``
+    keeps the original at SAM's 1024-px input for the mask head."""
     load = [dict(type='LoadAnnotations', with_bbox=with_bbox,
                  with_label=with_bbox, with_mask=with_mask)]
     early = load if (with_bbox or with_mask) and not late_mask else []
     late = load if late_mask else []
     loader = 'LoadImageFromFile' if test else 'LumenLoadImageFromFile'
-    return ([dict(type=loader)] + early + [
+    sam = [dict(type='LumenSamImage', size=1024)] if sam_image else []
+    return ([dict(type=loader)] + sam + early + [
         dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
         dict(type='Pad', size=(image_size, image_size)),
     ] + late + [prompts, dict(type='PackLumenInputs')])
@@ -81,8 +83,10 @@ seg_train_pipeline = _box_pipeline(
     with_bbox=True)
 det_test_pipeline = _box_pipeline(
     dict(type='LumenDetPrompts', test_mode=True), test=True)
+# Masks: SAM reads the original at its own 1024 px, not the 448 letterbox.
 seg_test_pipeline = _box_pipeline(
-    dict(type='LumenDetPrompts', task='seg', test_mode=True), test=True)
+    dict(type='LumenDetPrompts', task='seg', test_mode=True), test=True,
+    sam_image=True)
 # Referring expressions: the referred object's box is its mask's box.
 ground_train_pipeline = _box_pipeline(
     dict(type='LumenGroundPrompts', max_prompts=prompts_per_image),
@@ -97,7 +101,7 @@ ground_test_pipeline = _box_pipeline(
     test=True)
 refseg_test_pipeline = _box_pipeline(
     dict(type='LumenGroundPrompts', task='refseg'), with_mask=True,
-    late_mask=True, test=True)
+    late_mask=True, test=True, sam_image=True)
 coco_pose_pipeline = _pose_pipeline(coco_keypoint_names, prompts_per_image)
 aic_pose_pipeline = _pose_pipeline(aic_keypoint_names, prompts_per_image)
 coco_pose_test_pipeline = _pose_pipeline(coco_keypoint_names)

@@ -15,6 +15,8 @@ keypoint_names = ('head', 'neck', 'left_hand', 'right_hand', 'hip',
 # asks about positions and is not flipped; pose (a crop per person) is not
 # either.
 flip = dict(type='RandomFlip', prob=0.5, direction='horizontal')
+# mask pipelines keep the original at the tiny SAM's input size (its img_size)
+sam_image = dict(type='LumenSamImage', size=128)
 
 det_train_pipeline = [
     dict(type='LumenLoadImageFromFile'),
@@ -28,6 +30,7 @@ det_train_pipeline = [
 # grounding and referring segmentation load their samples alike
 referring_train_loading = [
     dict(type='LumenLoadImageFromFile'),
+    sam_image,
     dict(
         type='LoadAnnotations', with_bbox=False, with_label=False,
         with_mask=True),
@@ -41,6 +44,7 @@ ground_train_pipeline = referring_train_loading + [
 ]
 seg_train_pipeline = [
     dict(type='LumenLoadImageFromFile'),
+    sam_image,
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='Pad', size=(128, 128)),
@@ -50,6 +54,7 @@ seg_train_pipeline = [
 ]
 seg_test_pipeline = [
     dict(type='LoadImageFromFile'),
+    sam_image,
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='Pad', size=(128, 128)),
     dict(type='LumenDetPrompts', task='seg', test_mode=True),
@@ -61,6 +66,8 @@ refseg_train_pipeline = referring_train_loading + [
 ]
 refseg_test_pipeline = [
     dict(type='LoadImageFromFile'),
+    sam_image,
+    sam_image,
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='Pad', size=(128, 128)),
     # after resizing: ground-truth boxes and masks stay in the original frame
