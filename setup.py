@@ -113,7 +113,7 @@ setup(
     extras_require={
         'tests': read_requirements('tests'),
         # tools/webui.py, the browser demo
-        'demo': ['gradio>=5'],
+        'demo': ['gradio>=6,<7'],
         # mmdet's tools/analysis_tools/analyze_logs.py plots with seaborn
         'analysis': ['seaborn'],
         # the *_deepspeed-zero2.py config (mmengine's DeepSpeedStrategy)
