@@ -36,7 +36,8 @@ class Task:
         template: the task whose template this one asks with (counting asks
             as detection does, Sec. 4.4); None: its own.
         test_cfg: default Stage-2 settings (``topk``, ``nms_iou``,
-            ``max_per_img``, ``score_thr``).
+            ``max_per_img``, ``score_thr``; ``mask_score_thr``: mask tasks
+            keep only the boxes scored above it, and their masks).
         meta_keys: metainfo keys the task needs beyond
             :data:`BASE_META_KEYS`.
     """
@@ -62,7 +63,11 @@ TASKS: Dict[str, Task] = {
     t.name: t
     for t in (
         Task('det', 'classes', 'boxes', '[DET]', 'boxes', test_cfg=_MANY),
-        Task('seg', 'classes', 'masks', '[SEG]', 'masks', test_cfg=_MANY),
+        # masks only for boxes scored above mask_score_thr (mmdet's Mask
+        # R-CNN keeps rcnn.score_thr=0.05): 100 full-size masks of a large
+        # image do not fit in memory
+        Task('seg', 'classes', 'masks', '[SEG]', 'masks',
+             test_cfg=dict(_MANY, mask_score_thr=0.05)),
         Task('pose', 'keypoints', 'keypoints', '[POINT]', 'points',
              test_cfg=_ONE,
              meta_keys=('id', 'category_id', 'person_bbox', 'bbox_score',
@@ -102,7 +107,8 @@ def template_of(name: str) -> Task:
     return TASKS[task.template] if task.template else task
 
 
-TEST_CFG_KEYS = ('topk', 'nms_iou', 'max_per_img', 'score_thr')
+TEST_CFG_KEYS = ('topk', 'nms_iou', 'max_per_img', 'score_thr',
+                 'mask_score_thr')
 
 
 def task_test_cfg(test_cfg: Optional[dict] = None) -> Dict[str, dict]:

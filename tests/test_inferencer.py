@@ -266,7 +266,7 @@ def test_bad_images_say_what_is_wrong(inferencer, tmp_path):
 def test_preprocessing_comes_from_the_config(inferencer):
     """The config's test transforms minus loading, prompts and packing."""
     names = [type(t).__name__ for t in inferencer.pipeline.transforms]
-    assert names == ['Resize', 'Pad', 'PackLumenInputs']
+    assert names == ['LumenResize', 'Pad', 'PackLumenInputs']
     assert inferencer.pipeline.transforms[0].keep_ratio
 
 

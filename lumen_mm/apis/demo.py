@@ -21,6 +21,9 @@ from mmdet.structures import DetDataSample
 
 from lumen_mm.apis.inferencer import TASK_PROMPTS, LumenInferencer, load_image
 
+# long side (pixels) beyond which the answer is drawn on a downscaled copy
+MAX_DRAW_SIDE = 4096
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``tools/demo.py``."""
@@ -52,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         help='draw instances above this score')
     parser.add_argument(
         '--max-heatmaps', type=int, default=8,
-        help='heatmap panels: the prompts with the highest peaks')
+        help='heatmap panels: the prompts with the highest peaks (0: no '
+        'heatmap picture)')
+    parser.add_argument(
+        '--max-draw-side', type=int, default=MAX_DRAW_SIDE,
+        help='draw the answer on a copy downscaled to this long side when '
+        'the image is larger (drawing at full size takes about 60 bytes per '
+        'pixel: 8.7 GB for a 12000 px image)')
     parser.add_argument(
         '--heatmap-size', type=int, default=256,
         help='long side of each heatmap panel, in pixels')
@@ -93,12 +102,23 @@ def run_demo(image: str,
              score_thr: float = 0.3,
              max_heatmaps: int = 8,
              heatmap_size: int = 256,
+             max_draw_side: int = MAX_DRAW_SIDE,
              **call_kwargs) -> Dict[str, str]:
     """Run ``inferencer`` on ``image`` and write the pictures to
-    ``out_dir``; returns their paths and the answer text."""
-    from lumen_mm.visualization import LumenLocalVisualizer
-    sample = inferencer(image, return_heatmaps=True, **call_kwargs)
-    rgb = mmcv.bgr2rgb(load_image(image))
+    ``out_dir``; returns their paths and the answer text.
+
+    ``max_heatmaps=0`` writes no heatmap picture. An image with a side over
+    ``max_draw_side`` is drawn on a downscaled copy (the answer says so).
+    """
+    from lumen_mm.visualization import (LumenLocalVisualizer,
+                                        downscale_for_drawing)
+    if max_heatmaps < 0:
+        raise ValueError(f'max_heatmaps must be >= 0 (0: no heatmap '
+                         f'picture), got {max_heatmaps}.')
+    sample = inferencer(image, return_heatmaps=max_heatmaps > 0,
+                        **call_kwargs)
+    rgb, drawn, scale = downscale_for_drawing(
+        mmcv.bgr2rgb(load_image(image)), sample, max_draw_side)
     os.makedirs(out_dir, exist_ok=True)
     stem = osp.splitext(osp.basename(image))[0]
     visualizer = LumenLocalVisualizer(
@@ -109,7 +129,7 @@ def run_demo(image: str,
         visualizer.add_datasample(
             stem,
             rgb,
-            sample,
+            drawn,
             draw_gt=False,
             pred_score_thr=score_thr,
             out_file=outputs['pred'])
@@ -121,6 +141,12 @@ def run_demo(image: str,
                     rgb, sample, max_heatmaps, long_side=heatmap_size)),
             outputs['heatmap'])
     outputs['answer'] = describe(sample, score_thr)
+    if scale < 1:
+        h, w = sample.ori_shape[:2]
+        outputs['answer'] += (
+            f'\n(drawn on a copy downscaled from {w} x {h} to '
+            f'{rgb.shape[1]} x {rgb.shape[0]} pixels: --max-draw-side '
+            f'{max_draw_side})')
     return outputs
 
 
@@ -133,6 +159,10 @@ def main(argv: Optional[list] = None) -> Dict[str, str]:
                      'with --classes / --text')
     if not osp.isfile(args.image):
         parser.error(f'image not found: {args.image!r}')
+    if args.max_heatmaps < 0:
+        parser.error('--max-heatmaps must be >= 0 (0: no heatmap picture)')
+    if args.max_draw_side < 1:
+        parser.error('--max-draw-side must be >= 1 pixel')
     person_bboxes = args.person_bboxes
     if person_bboxes is not None:
         if args.task != 'pose' or len(person_bboxes) % 4:
@@ -149,6 +179,7 @@ def main(argv: Optional[list] = None) -> Dict[str, str]:
         score_thr=args.score_thr,
         max_heatmaps=args.max_heatmaps,
         heatmap_size=args.heatmap_size,
+        max_draw_side=args.max_draw_side,
         instruction=args.instruction,
         task=args.task,
         classes=args.classes,

@@ -9,7 +9,7 @@ image that was passed in.
 import copy
 import os.path as osp
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import mmcv
 import numpy as np
@@ -25,6 +25,7 @@ from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar
 from PIL import Image, ImageOps
 
+from lumen_mm.datasets.loading import decode_failure
 from lumen_mm.datasets.prompts import keypoint_prompt
 from lumen_mm.engine.checkpoint import load_trainable_checkpoint
 from lumen_mm.tasks import TASKS
@@ -120,9 +121,15 @@ def load_image(image: ImageType) -> np.ndarray:
       palette images expanded to 3 channels, alpha dropped;
     * a PIL image in any mode (RGB, L, RGBA, P, CMYK...): EXIF orientation
       applied (``ImageOps.exif_transpose``), converted to RGB, then BGR;
+      16-bit grey (I;16, or I holding 0-65535) as below; 32-bit float
+      (mode F) is refused (its value range is unknown);
     * a numpy array: HxW (grey), HxWx1, HxWx3 (**BGR**, as ``mmcv.imread``
       returns; flip an RGB array with ``img[..., ::-1]``) or HxWx4 (BGRA,
-      alpha dropped), dtype uint8.
+      alpha dropped), dtype uint8 or uint16.
+
+    16-bit values become 8-bit as OpenCV decodes a 16-bit file by path
+    (``value >> 8``), so a 16-bit picture gives the same pixels however it
+    is passed, and as in the training pipelines (mmcv decodes with OpenCV).
     """
     if isinstance(image, (str, Path)):
         path = str(image)
@@ -130,7 +137,10 @@ def load_image(image: ImageType) -> np.ndarray:
             raise FileNotFoundError(f'Image file not found: {path!r}.')
         with open(path, 'rb') as f:
             content = f.read()
-        img = mmcv.imfrombytes(content, flag='color', channel_order='bgr')
+        try:
+            img = mmcv.imfrombytes(content, flag='color', channel_order='bgr')
+        except Exception as e:  # OpenCV's errors do not name the file
+            raise ValueError(decode_failure(path, e)) from e
         if img is None:
             raise ValueError(f'Cannot decode {path!r} as an image: give a '
                              'JPEG, PNG, BMP, TIFF or WebP file.')
@@ -138,18 +148,46 @@ def load_image(image: ImageType) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return _array_to_bgr(image)
     if isinstance(image, Image.Image):
-        rgb = np.asarray(ImageOps.exif_transpose(image).convert('RGB'))
-        return np.ascontiguousarray(rgb[..., ::-1])
+        return _pil_to_bgr(ImageOps.exif_transpose(image))
     raise TypeError(f'Unsupported image type {type(image).__name__}: give a '
                     'file path, a numpy array (HxW or HxWxC BGR) or a PIL '
                     'image.')
 
 
+def _pil_to_bgr(image: Image.Image) -> np.ndarray:
+    """A PIL image of any mode as HxWx3 uint8 BGR (see :func:`load_image`).
+
+    PIL's ``convert('RGB')`` clips 16- and 32-bit values to 255 (a 16-bit
+    grey picture turns white) and a 0-1 float image to black, so those
+    modes are scaled here or refused.
+    """
+    if image.mode == 'F':
+        raise ValueError(
+            "PIL image of mode 'F' (32-bit float): its value range is "
+            'unknown, so it cannot be made 8-bit safely. Convert it first, '
+            'e.g. Image.fromarray((np.asarray(img) * 255).clip(0, 255)'
+            ".astype(np.uint8)) for 0-1 values, or .convert('L') for "
+            '0-255 values.')
+    if image.mode.startswith('I'):  # I;16, I;16B, I (32-bit int)
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"PIL image of mode {image.mode!r} holds values "
+                f'{values.min()}..{values.max()}, outside 16 bits: scale it '
+                'to 0-255 and pass Image.fromarray(array.astype(np.uint8)).')
+        return _array_to_bgr(values.astype(np.uint16))
+    rgb = np.asarray(image.convert('RGB'))
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
 def _array_to_bgr(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint16:  # as OpenCV makes a 16-bit file 8-bit
+        img = (img >> 8).astype(np.uint8)
     if img.dtype != np.uint8:
         raise ValueError(
-            f'Image arrays must be uint8, got {img.dtype}: convert with '
-            '`(img * 255).clip(0, 255).astype(np.uint8)` for 0-1 floats.')
+            f'Image arrays must be uint8 (or uint16), got {img.dtype}: '
+            'convert with `(img * 255).clip(0, 255).astype(np.uint8)` for 0-1 '
+            'floats.')
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if img.ndim == 2:
@@ -160,6 +198,42 @@ def _array_to_bgr(img: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(img[..., :3])
     raise ValueError(f'Image array of shape {img.shape}: expected HxW, '
                      'HxWx1, HxWx3 (BGR) or HxWx4 (BGRA).')
+
+
+def _item_error(error: Exception, index: int, images: list,
+                results: list) -> Exception:
+    """``error`` of one image of a list, saying which: the same type (else
+    ValueError) with ``index`` and the ``results`` of the images before
+    it, so that nothing computed is lost."""
+    image = images[index]
+    what = (repr(str(image)) if isinstance(image, (str, Path)) else
+            f'a {type(image).__name__}')
+    message = (f'Image {index} of {len(images)} ({what}): {error} The '
+               f'{len(results)} images before it ran: their results are '
+               "in this error's `results`; fix or remove this one and call "
+               'again with the rest.')
+    try:
+        new = type(error)(message)
+    except Exception:  # an exception type with other arguments
+        new = ValueError(message)
+    new.index, new.results = index, list(results)
+    return new
+
+
+def _check_person_boxes(boxes: list, shape: Tuple[int, int],
+                        index: int) -> None:
+    """Refuse person boxes that do not overlap the image: their keypoints
+    would all be clamped to its border."""
+    h, w = shape
+    for box in boxes:
+        if box is None:
+            continue
+        x1, y1, x2, y2 = box.tolist()
+        if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
+            raise ValueError(
+                f'Person box {[x1, y1, x2, y2]} of image {index} lies '
+                f'outside the image ({w} x {h} pixels, x in [0, {w}], y in '
+                f'[0, {h}]): give boxes in the image\'s pixels.')
 
 
 def _find_test_pipeline(cfg: Config) -> Optional[list]:
@@ -224,7 +298,8 @@ class LumenInferencer:
             # weights_only loading with mmengine's types allowed; a
             # trainable-only checkpoint (LoRA, aligner...) is completed by
             # the pretrained weights the model was built with
-            ckpt = load_trainable_checkpoint(self.model, checkpoint)
+            ckpt = load_trainable_checkpoint(
+                self.model, checkpoint, strict=cfg.get('strict_load', True))
             self.dataset_meta = {
                 k.lower(): v
                 for k, v in ckpt.get('meta', {}).get('dataset_meta',
@@ -257,7 +332,12 @@ class LumenInferencer:
                 dict(type='Resize', scale=(size, size), keep_ratio=True),
                 dict(type='Pad', size=(size, size))
             ]
-        kept = [t for t in pipeline if not _replaced(t)]
+        # mmdet's Resize makes a 1 x 2000 image's short side 0 px
+        kept = [
+            dict(t, type='LumenResize') if t['type'] in (
+                'Resize', 'mmdet.Resize') else t
+            for t in pipeline if not _replaced(t)
+        ]
         return Compose(kept +
                        [PACK])
 
@@ -299,7 +379,12 @@ class LumenInferencer:
             classes = self._default_classes(task)
         if isinstance(classes, str):
             classes = [classes]
-        classes = [str(c) for c in classes]
+        wrong = [c for c in classes if not isinstance(c, str)]
+        if wrong:  # str(None) would look for the word "None"
+            raise TypeError(
+                f'`classes` must be names (strings); got {wrong[0]!r} of '
+                f'type {type(wrong[0]).__name__}. Pass e.g. '
+                "classes=['cat', 'dog'].")
         if task == 'pose':  # asked as the training prompts were
             classes = [keypoint_prompt(c) for c in classes]
         if not classes or not all(c.strip() for c in classes):
@@ -374,10 +459,16 @@ class LumenInferencer:
             if self.show_progress and len(images) > 1 else None)
         results = []
         for start in range(0, len(images), batch_size):
-            batch = [
-                self._prepare(image, start + i, prompts, return_heatmaps)
-                for i, image in enumerate(images[start:start + batch_size])
-            ]
+            batch = []
+            for i, image in enumerate(images[start:start + batch_size]):
+                try:
+                    batch.append(
+                        self._prepare(image, start + i, prompts,
+                                      return_heatmaps))
+                except Exception as e:
+                    if single:
+                        raise
+                    raise _item_error(e, start + i, images, results) from e
             with torch.no_grad():
                 samples = self.model.test_step(pseudo_collate(batch))
             for sample in samples:
@@ -411,7 +502,13 @@ class LumenInferencer:
         boxes = self._person_boxes(images, person_bboxes, single)
         results = []
         for index, (image, image_boxes) in enumerate(zip(images, boxes)):
-            img = load_image(image)
+            try:
+                img = load_image(image)
+                _check_person_boxes(image_boxes, img.shape[:2], index)
+            except Exception as e:
+                if single:
+                    raise
+                raise _item_error(e, index, images, results) from e
             crops = [self._crop_person(img, index, box, prompts)
                      for box in image_boxes]
             with torch.no_grad():
@@ -437,6 +534,11 @@ class LumenInferencer:
         boxes = []
         for given in per_image:
             b = np.asarray(given, np.float32)
+            if not np.isfinite(b).all():
+                raise ValueError(
+                    f'Person boxes {b.tolist()} are not all finite numbers: '
+                    'give x1, y1, x2, y2 in the image\'s pixels (no inf or '
+                    'NaN).')
             if b.size == 0 or b.size % 4 or not (
                     b.reshape(-1, 4)[:, 2:] > b.reshape(-1, 4)[:, :2]).all():
                 raise ValueError(

@@ -1,7 +1,7 @@
 """Datasets and data pipelines of lumen_mm."""
 from .adapters import CocoFormatDataset, FSC147Dataset, LumenVOCDataset
 from .counting import LumenCountingDataset
-from .loading import LumenLoadImageFromFile
+from .loading import LumenLoadImageFromFile, LumenResize
 from .multitask import LumenConcatDataset, LumenMultiTaskDataset
 from .packing import PackLumenInputs
 from .prompts import (LumenCountPrompts, LumenDetPrompts, LumenGroundPrompts,
@@ -17,6 +17,7 @@ __all__ = [
     'LumenGroundPrompts', 'LumenCountPrompts', 'LumenPosePrompts',
     'LumenVQAPrompts', 'LumenCountingDataset', 'LumenVQADataset',
     'LumenRefCocoDataset', 'PackLumenInputs', 'LumenMultiTaskSampler',
-    'LumenLoadImageFromFile', 'RandomFlipReferring', 'LumenSamImage',
+    'LumenLoadImageFromFile', 'LumenResize', 'RandomFlipReferring',
+    'LumenSamImage',
     'CocoFormatDataset', 'FSC147Dataset', 'LumenVOCDataset'
 ]

@@ -47,8 +47,16 @@ class LumenSamImage(BaseTransform):
         if self.channel_order == 'bgr':
             img = mmcv.bgr2rgb(img)
         # SamPredictor.set_image's resizing (PIL, antialiased), on uint8
-        sam_img = ResizeLongestSide(self.size).apply_image(
-            np.ascontiguousarray(img.astype(np.uint8)))
+        resizer = ResizeLongestSide(self.size)
+        img = np.ascontiguousarray(img.astype(np.uint8))
+        size = resizer.get_preprocess_shape(*img.shape[:2], self.size)
+        if min(size) < 1:  # a 1 x 2000 image: its short side keeps 1 px
+            from torchvision.transforms.functional import (resize,
+                                                           to_pil_image)
+            sam_img = np.array(
+                resize(to_pil_image(img), [max(1, s) for s in size]))
+        else:
+            sam_img = resizer.apply_image(img)
         results['sam_img'] = sam_img
         results['sam_shape'] = sam_img.shape[:2]
         return results

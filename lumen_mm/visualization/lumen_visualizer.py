@@ -25,6 +25,52 @@ def _coco_pose_meta() -> dict:
         dict(from_file='configs/_base_/datasets/coco.py'))
 
 
+def escape_mathtext(text: str) -> str:
+    """``text`` drawn as written: matplotlib reads text between two ``$`` as
+    mathtext and fails on what it cannot parse (a class named '$\\foo$')."""
+    return str(text).replace('$', r'\$')
+
+
+def downscale_for_drawing(image: np.ndarray, sample: DetDataSample,
+                          max_side: int
+                          ) -> Tuple[np.ndarray, DetDataSample, float]:
+    """``image`` and a copy of ``sample``'s predictions scaled so that the
+    image's long side is at most ``max_side``, and the scale (1.0: as they
+    were).
+
+    matplotlib draws at the image's size in RGBA buffers: a 12000-px image
+    took 8.7 GB. Boxes and keypoints are scaled, masks resized by mmdet's
+    ``BitmapMasks.resize`` (nearest), one at a time.
+    """
+    if max_side < 1:
+        raise ValueError(f'max_side must be >= 1 pixel, got {max_side}.')
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale == 1.0:
+        return image, sample, 1.0
+    from mmdet.structures.mask import BitmapMasks
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = mmcv.imresize(image, size[::-1], interpolation='area')
+    sample = sample.clone()  # shallow: new instances below
+    sample.set_metainfo(dict(ori_shape=size, img_shape=size))
+    preds = sample.get('pred_instances')
+    if preds is not None:
+        preds = sample.pred_instances = preds.clone()
+        factor = (size[1] / w, size[0] / h)
+        if 'bboxes' in preds:
+            preds.bboxes = torch.as_tensor(preds.bboxes).float() * \
+                preds.bboxes.new_tensor(factor * 2).float()
+        if 'keypoints' in preds:
+            preds.keypoints = torch.as_tensor(preds.keypoints).float() * \
+                torch.tensor(factor)
+        if 'masks' in preds:
+            masks = torch.as_tensor(np.asarray(preds.masks))
+            preds.masks = torch.from_numpy(
+                BitmapMasks(masks.numpy().astype(np.uint8), h,
+                            w).resize(size).masks.astype(bool))
+    return small, sample, scale
+
+
 def _words(name: str) -> str:
     return name.replace('_', ' ').strip().lower()
 
@@ -135,8 +181,11 @@ class LumenLocalVisualizer(DetLocalVisualizer):
         ``image`` is RGB, as for every mmengine visualizer.
         """
         if data_sample is not None and 'pred_instances' in data_sample:
+            # clone() is shallow: new instances, so that the caller's
+            # label names stay as they were
             data_sample = data_sample.clone()
-            preds = data_sample.pred_instances
+            preds = data_sample.pred_instances = \
+                data_sample.pred_instances.clone()
             self._keypoint_names = []
             if 'keypoints' in preds:
                 # pose: one instance per person, one keypoint per prompt;
@@ -149,8 +198,8 @@ class LumenLocalVisualizer(DetLocalVisualizer):
             elif 'label_names' in preds:
                 cut = self.max_label_len
                 preds.label_names = [
-                    n if len(n) <= cut else n[:cut - 3] + '...'
-                    for n in preds.label_names
+                    escape_mathtext(n if len(n) <= cut else n[:cut - 3] +
+                                    '...') for n in preds.label_names
                 ]
         super().add_datasample(name, image, data_sample, **kwargs)
 
@@ -194,6 +243,9 @@ class LumenLocalVisualizer(DetLocalVisualizer):
                       alpha: float = 0.5) -> np.ndarray:
         """One panel per prompt (the ``max_panels`` with the highest peaks):
         the RGB image under its heatmap, titled with the prompt and peak."""
+        if max_panels < 1:
+            raise ValueError(f'max_panels must be >= 1, got {max_panels}; '
+                             'draw no heatmaps instead of asking for 0.')
         h, w = image.shape[:2]
         scale = min(1.0, long_side / max(h, w))
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -215,9 +267,9 @@ class LumenLocalVisualizer(DetLocalVisualizer):
             self.set_image(overlay_heatmap(small, heat, alpha))
             title = prompts[i] if i < len(prompts) else f'prompt {i}'
             self.draw_texts(
-                '\n'.join(
+                escape_mathtext('\n'.join(
                     textwrap.wrap(f'{title}: {float(peaks[i]):.2f}',
-                                  line_len)),
+                                  line_len))),
                 np.array([2, 2]),
                 colors='white',
                 font_sizes=font_size,

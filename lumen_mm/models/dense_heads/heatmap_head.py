@@ -16,6 +16,7 @@ the paper), and have no width or height.
 Width and height maps are trained with an L1 loss at the centre patches, in
 patch units (CenterNet).
 """
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -24,6 +25,7 @@ from mmdet.models.utils.gaussian_target import (gaussian_radius,
                                                 get_local_maximum,
                                                 get_topk_from_heatmap)
 from mmdet.registry import MODELS
+from mmdet.structures.bbox import HorizontalBoxes
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
@@ -274,12 +276,39 @@ class HeatmapHead(BaseModule):
             cfg: the task's test settings.
             stride: input pixels per heatmap cell.
             rescale: boxes in the original image (``scale_factor``).
+
+        Peaks are taken only from the cells over the image (not the bottom
+        and right padding of a non-square input, ``ori_shape`` x
+        ``scale_factor``); boxes are clipped to the image, and the ones the
+        clipping left without area are dropped.
         """
-        scores, boxes, _ = self.decode_boxes(preds, cfg['topk'], stride)
+        content = self.content_cells(preds['heatmap'], img_meta, stride)
+        if content is not None:  # no peaks from the padding
+            rows, cols = content
+            heatmap = preds['heatmap'].clone()
+            heatmap[..., rows:, :] = -torch.inf
+            heatmap[..., :, cols:] = -torch.inf
+            preds = dict(preds, heatmap=heatmap)
+        scores, boxes, points = self.decode_boxes(preds, cfg['topk'], stride)
         prompt = torch.arange(
             len(scores), device=scores.device)[:, None].expand_as(scores)
-        prompt, scores, boxes = (prompt.flatten(), scores.flatten(),
-                                 boxes.flatten(0, 1))
+        prompt, scores, boxes, points = (prompt.flatten(), scores.flatten(),
+                                         boxes.flatten(0, 1),
+                                         points.flatten(0, 1))
+        if content is not None:
+            # a k larger than the image's cells still picks padding cells
+            # (score 0): drop them, clip the rest to the image
+            height, width = self._content_pixels(img_meta, preds, stride)
+            inside = ((points[:, 0] / stride).floor() < cols) & (
+                (points[:, 1] / stride).floor() < rows)
+            boxes = HorizontalBoxes(boxes)
+            had_area = boxes.areas > 0
+            boxes.clip_((height, width))
+            # a box that lost all its area to the clipping lay in the
+            # padding (a zero-size wh prediction is the model's answer)
+            keep = inside & ~(had_area & (boxes.areas <= 0))
+            boxes = boxes.tensor
+            prompt, scores, boxes = prompt[keep], scores[keep], boxes[keep]
         labels = torch.as_tensor(
             img_meta['prompt_labels'], device=scores.device).clamp(min=0)
         labels = labels[prompt]
@@ -295,6 +324,26 @@ class HeatmapHead(BaseModule):
         results = InstanceData(bboxes=boxes, scores=scores, labels=labels)
         results.label_names = [img_meta['prompts'][i] for i in prompt.tolist()]
         return results
+
+    @staticmethod
+    def _content_pixels(img_meta: dict, preds: Dict[str, Tensor],
+                        stride: float) -> Tuple[int, int]:
+        """(h, w) input pixels of the image in the padded input (mmdet's
+        ``Pad`` sets ``img_shape`` to the padded size), at least 1 each."""
+        grid_h, grid_w = preds['heatmap'].shape[-2:]
+        ori_h, ori_w = img_meta['ori_shape'][:2]
+        fx, fy = img_meta['scale_factor']
+        return (max(1, min(round(ori_h * fy), round(grid_h * stride))),
+                max(1, min(round(ori_w * fx), round(grid_w * stride))))
+
+    def content_cells(self, heatmap: Tensor, img_meta: dict,
+                      stride: float) -> Optional[Tuple[int, int]]:
+        """Rows and columns of heatmap cells that overlap the image; None
+        without ``ori_shape`` and ``scale_factor`` (no known padding)."""
+        if 'ori_shape' not in img_meta or 'scale_factor' not in img_meta:
+            return None
+        h, w = self._content_pixels(img_meta, dict(heatmap=heatmap), stride)
+        return math.ceil(h / stride), math.ceil(w / stride)
 
     @staticmethod
     def predict_count(results: InstanceData, score_thr: float) -> int:

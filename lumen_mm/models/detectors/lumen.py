@@ -252,6 +252,9 @@ class Lumen(BaseDetector):
             sample.pred_count = self.bbox_head.predict_count(
                 results, cfg['score_thr'])
         if masks:  # SAM reads the boxes in input pixels, then rescales them
+            if cfg.get('mask_score_thr') is not None:
+                # a mask costs the original image's size in memory
+                results = results[results.scores > cfg['mask_score_thr']]
             results = self.mask_head.predict(sam_embeds()[[i]], results,
                                              img_meta, input_size, rescale)
         sample.pred_instances = results

@@ -6,6 +6,7 @@ vit_b). ``train_decoder=True`` trains SAM's mask decoder instead (the ablation
 "SAM vs a trained mask decoder"); ``sam_type='tiny'`` builds a small SAM for
 tests and the Lumen-Shapes configs, where no pretrained SAM can be fetched.
 """
+import math
 import os.path as osp
 import re
 from contextlib import nullcontext
@@ -383,24 +384,80 @@ class SamMaskHead(BaseModule):
         ``rescale`` (boxes divided by ``scale_factor``, as mmdet's mask
         heads do after a bbox head that left them unscaled), else to the
         input's content.
+
+        Memory: the (n, H, W) bool masks and, per mask, the float logits of
+        its window only (:meth:`paste_mask`), not n float maps of the
+        original's size (57.6 GB for 100 masks of a 12000 x 12000 image).
         """
         frame = self.sam_frame(img_meta, input_size)
         size = (tuple(img_meta['ori_shape'][:2])
                 if rescale and 'ori_shape' in img_meta else frame.content)
         boxes = results.bboxes
+        masks = boxes.new_zeros((len(boxes), *size), dtype=torch.bool)
         if len(boxes):
             with torch.no_grad():
                 low_res = self._low_res_logits(
                     image_embedding[0], boxes,
                     (boxes[:, :2] + boxes[:, 2:]) / 2, frame)
-                results.masks = self.sam.postprocess_masks(
-                    low_res, frame.size, size)[:, 0] > 0
-        else:
-            results.masks = boxes.new_zeros((0, *size), dtype=torch.bool)
+                for logits, mask in zip(low_res, masks):
+                    self.paste_mask(logits[None], frame.size, mask)
+        results.masks = masks
         if rescale and 'scale_factor' in img_meta:
             results.bboxes /= results.bboxes.new_tensor(
                 img_meta['scale_factor']).repeat(2)
         return results
+
+    def paste_mask(self, low_res: Tensor, input_size: Tuple[int, int],
+                   out: Tensor, max_pixels: int = 1 << 22) -> None:
+        """Set ``out`` (H, W) to ``sam.postprocess_masks(low_res,
+        input_size, (H, W)) > 0`` for one (1, 1, h, w) low-res mask, in
+        bounded memory.
+
+        segment-anything's ``postprocess_masks`` upsamples to SAM's input,
+        crops the image and resizes it to (H, W) as one float map. Here the
+        last resize is computed only over the rows and columns that can be
+        positive (bilinear reads the two source pixels around each output
+        pixel, so outside the source's positive rows and columns, widened by
+        one, every value is <= 0), in strips of at most ``max_pixels``, with
+        ``grid_sample`` at the exact source coordinates of
+        ``F.interpolate(mode='bilinear', align_corners=False)``.
+        """
+        img_size = self.sam.image_encoder.img_size
+        src = F.interpolate(low_res, (img_size, img_size), mode='bilinear',
+                            align_corners=False)
+        src = src[..., :input_size[0], :input_size[1]]
+        positive = src[0, 0] > 0
+        if not positive.any():
+            return
+        h, w = src.shape[-2:]
+        out_h, out_w = out.shape
+
+        def window(hit: Tensor, n_in: int, n_out: int) -> Tuple[int, int]:
+            first, last = hit.nonzero()[[0, -1], 0].tolist()
+            scale = n_out / n_in
+            lo = math.floor((first - 0.5) * scale - 0.5) - 1
+            hi = math.ceil((last + 1.5) * scale - 0.5) + 2
+            return max(0, lo), min(n_out, hi)
+
+        def source(start: int, stop: int, n_in: int, n_out: int) -> Tensor:
+            """grid_sample's coordinates of F.interpolate's sources."""
+            dst = torch.arange(start, stop, device=src.device,
+                               dtype=torch.float64)
+            pos = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+            return ((2 * pos + 1) / n_in - 1).to(src.dtype)
+
+        y0, y1 = window(positive.any(1), h, out_h)
+        x0, x1 = window(positive.any(0), w, out_w)
+        gx = source(x0, x1, w, out_w)
+        step = max(1, max_pixels // max(1, x1 - x0))
+        for top in range(y0, y1, step):
+            bottom = min(y1, top + step)
+            gy = source(top, bottom, h, out_h)
+            grid = torch.stack(
+                torch.broadcast_tensors(gx[None], gy[:, None]), -1)
+            values = F.grid_sample(src, grid[None], mode='bilinear',
+                                   padding_mode='border', align_corners=False)
+            out[top:bottom, x0:x1] = values[0, 0] > 0
 
     def loss(self, images: Tensor, data_samples: list) -> Dict[str, Tensor]:
         """Losses of SAM prompted with the ground-truth boxes of the batch's
