@@ -37,7 +37,8 @@ class Task:
             as detection does, Sec. 4.4); None: its own.
         test_cfg: default Stage-2 settings (``topk``, ``nms_iou``,
             ``max_per_img``, ``score_thr``; ``mask_score_thr``: mask tasks
-            keep only the boxes scored above it, and their masks).
+            keep only the boxes scored above it, and their masks;
+            ``mask_format``: one of :data:`MASK_FORMATS`).
         meta_keys: metainfo keys the task needs beyond
             :data:`BASE_META_KEYS`.
     """
@@ -108,7 +109,27 @@ def template_of(name: str) -> Task:
 
 
 TEST_CFG_KEYS = ('topk', 'nms_iou', 'max_per_img', 'score_thr',
-                 'mask_score_thr')
+                 'mask_score_thr', 'mask_format')
+# pred_instances.masks of the mask tasks: an (n, H, W) bool tensor (mmdet's
+# convention), or a list of COCO RLE dicts (mmdet's encode_mask_results;
+# CocoMetric reads them as they are): one (H, W) mask in memory at a time
+MASK_FORMATS = ('bitmap', 'rle')
+
+
+def decode_masks(masks, shape: Tuple[int, int]):
+    """``pred_instances.masks`` in either of :data:`MASK_FORMATS` as an
+    (n, H, W) bool tensor; ``shape`` (H, W) is used for an empty list."""
+    import numpy as np
+    import torch
+    if isinstance(masks, (list, tuple)):
+        if not len(masks):
+            return torch.zeros((0, *shape), dtype=torch.bool)
+        from pycocotools import mask as mask_util
+        return torch.from_numpy(
+            np.ascontiguousarray(
+                mask_util.decode(list(masks)).transpose(2, 0, 1))).bool()
+    return torch.as_tensor(np.asarray(masks) if not isinstance(
+        masks, torch.Tensor) else masks).bool()
 
 
 def task_test_cfg(test_cfg: Optional[dict] = None) -> Dict[str, dict]:
@@ -124,5 +145,10 @@ def task_test_cfg(test_cfg: Optional[dict] = None) -> Dict[str, dict]:
         if unknown:
             raise ValueError(f'test_cfg.{task} has unknown keys '
                              f'{sorted(unknown)}; use {TEST_CFG_KEYS}.')
+        if settings.get('mask_format', 'bitmap') not in MASK_FORMATS:
+            raise ValueError(
+                f'test_cfg.{task}.mask_format is '
+                f"{settings['mask_format']!r}; use one of {MASK_FORMATS} "
+                "('rle' for large images: compact COCO RLE masks).")
         cfg[task].update(settings)
     return cfg

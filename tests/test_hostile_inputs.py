@@ -232,6 +232,52 @@ def test_masks_only_for_boxes_above_mask_score_thr(seg):
         cfg['mask_score_thr'] = 0.05
 
 
+def test_rle_masks_hold_one_full_size_mask_at_a_time(seg):
+    """test_cfg mask_format='rle': COCO RLE dicts, the bitmap masks once
+    decoded, read as they are by mmdet's CocoMetric and drawn."""
+    from mmdet.evaluation import CocoMetric
+
+    from lumen_mm.tasks import decode_masks, task_test_cfg
+    from lumen_mm.visualization import LumenLocalVisualizer
+    image = np.random.default_rng(2).integers(0, 256, (50, 70, 3), np.uint8)
+    cfg = seg.model.test_cfg['seg']
+    bitmap = seg(image, task='seg', classes=CLASSES)
+    try:
+        cfg['mask_format'] = 'rle'
+        with mock.patch('lumen_mm.models.mask_heads.sam_mask_head.'
+                        'encode_mask_results',
+                        wraps=__import__('mmdet').structures.mask
+                        .encode_mask_results) as encode:
+            rle = seg(image, task='seg', classes=CLASSES)
+    finally:
+        cfg.pop('mask_format')
+    masks = rle.pred_instances.masks
+    assert isinstance(masks, list) and len(masks) == len(bitmap.pred_instances)
+    assert masks[0]['size'] == [50, 70] and isinstance(masks[0]['counts'],
+                                                       bytes)
+    # one (1, H, W) mask per encoding: never n full-size masks at once
+    assert {c.args[0].shape for c in encode.call_args_list} == {(1, 50, 70)}
+    assert torch.equal(decode_masks(masks, (50, 70)),
+                       bitmap.pred_instances.masks)
+    metric = CocoMetric(metric='segm')
+    metric.dataset_meta = dict(classes=CLASSES)
+    metric.process({}, [dict(rle.to_dict(), instances=[])])
+    assert metric.results[0][1]['masks'] is masks
+    vis = LumenLocalVisualizer(name='test_rle_vis')
+    vis.add_datasample('rle', image[..., ::-1].copy(), rle, draw_gt=False,
+                       pred_score_thr=0)
+    assert vis.get_image().shape == (50, 70, 3)
+    # the referring-segmentation metric decodes them
+    from mmdet.registry import METRICS
+    refseg = METRICS.build(dict(type='LumenRefSegMetric'))
+    gt = bitmap.pred_instances.masks[:1]
+    refseg.process({}, [dict(gt_masks=gt, pred_instances=dict(
+        masks=masks[:1]))])
+    assert refseg.evaluate(1)['refseg/mIoU'] == 1.0
+    with pytest.raises(ValueError, match=r"mask_format is 'png'.*'rle'"):
+        task_test_cfg(dict(seg=dict(mask_format='png')))
+
+
 def test_a_mask_of_a_large_image_is_computed_over_its_window_only():
     """SAM's logits resized to a 3000 x 4000 original: floats only over
     the small box's window, in strips, and the mask is exactly

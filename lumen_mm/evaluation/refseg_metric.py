@@ -14,6 +14,8 @@ import torch
 from mmdet.evaluation.metrics import RefSegMetric
 from mmdet.registry import METRICS
 
+from lumen_mm.tasks import decode_masks
+
 
 @METRICS.register_module()
 class LumenRefSegMetric(RefSegMetric):
@@ -38,7 +40,10 @@ class LumenRefSegMetric(RefSegMetric):
                     'A referring-segmentation sample has no ground-truth '
                     'masks: load them with LoadAnnotations(with_mask=True).')
             pred = sample['pred_instances']
-            masks = pred['masks'].bool()
+            # bool tensor, or COCO RLE (test_cfg mask_format='rle')
+            masks = decode_masks(
+                pred['masks'], (gt.height, gt.width) if hasattr(
+                    gt, 'height') else tuple(torch.as_tensor(gt).shape[-2:]))
             gt = (gt.to_tensor(torch.bool, masks.device) if hasattr(
                 gt, 'to_tensor') else torch.as_tensor(gt).to(masks.device))
             gt = gt.bool()

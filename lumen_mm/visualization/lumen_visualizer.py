@@ -17,6 +17,8 @@ from mmengine.fileio import get
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from lumen_mm.tasks import decode_masks
+
 
 @lru_cache(maxsize=1)
 def _coco_pose_meta() -> dict:
@@ -63,11 +65,14 @@ def downscale_for_drawing(image: np.ndarray, sample: DetDataSample,
         if 'keypoints' in preds:
             preds.keypoints = torch.as_tensor(preds.keypoints).float() * \
                 torch.tensor(factor)
-        if 'masks' in preds:
-            masks = torch.as_tensor(np.asarray(preds.masks))
-            preds.masks = torch.from_numpy(
-                BitmapMasks(masks.numpy().astype(np.uint8), h,
-                            w).resize(size).masks.astype(bool))
+        if 'masks' in preds:  # one full-size mask at a time
+            masks = preds.masks
+            preds.masks = torch.zeros((len(masks), *size), dtype=torch.bool)
+            for i in range(len(masks)):
+                full = decode_masks(masks[i:i + 1], (h, w)).numpy()
+                preds.masks[i] = torch.from_numpy(
+                    BitmapMasks(full.astype(np.uint8), h,
+                                w).resize(size).masks[0].astype(bool))
     return small, sample, scale
 
 
@@ -187,6 +192,10 @@ class LumenLocalVisualizer(DetLocalVisualizer):
             preds = data_sample.pred_instances = \
                 data_sample.pred_instances.clone()
             self._keypoint_names = []
+            if isinstance(preds.get('masks'), (list, tuple)):
+                # COCO RLE (test_cfg mask_format='rle'): mmdet draws arrays
+                preds.masks = decode_masks(
+                    preds.masks, data_sample.metainfo['ori_shape'][:2])
             if 'keypoints' in preds:
                 # pose: one instance per person, one keypoint per prompt;
                 # mmpose keeps the person's score in ``bbox_scores``

@@ -255,8 +255,9 @@ class Lumen(BaseDetector):
             if cfg.get('mask_score_thr') is not None:
                 # a mask costs the original image's size in memory
                 results = results[results.scores > cfg['mask_score_thr']]
-            results = self.mask_head.predict(sam_embeds()[[i]], results,
-                                             img_meta, input_size, rescale)
+            results = self.mask_head.predict(
+                sam_embeds()[[i]], results, img_meta, input_size, rescale,
+                mask_format=cfg.get('mask_format', 'bitmap'))
         sample.pred_instances = results
 
     def _answer(self, out: Stage1Output, i: int, sample: DetDataSample,

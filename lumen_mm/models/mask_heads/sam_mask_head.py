@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import get_box_tensor
+from mmdet.structures.mask import encode_mask_results
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from segment_anything import sam_model_registry
@@ -377,7 +378,7 @@ class SamMaskHead(BaseModule):
 
     def predict(self, image_embedding: Tensor, results: InstanceData,
                 img_meta: dict, input_size: Tuple[int, int],
-                rescale: bool) -> InstanceData:
+                rescale: bool, mask_format: str = 'bitmap') -> InstanceData:
         """Masks of one image's decoded boxes (input pixels), as
         ``SamPredictor.predict_torch`` + ``postprocess_masks`` give them:
         SAM's logits resized straight to the original frame with
@@ -385,23 +386,40 @@ class SamMaskHead(BaseModule):
         heads do after a bbox head that left them unscaled), else to the
         input's content.
 
-        Memory: the (n, H, W) bool masks and, per mask, the float logits of
-        its window only (:meth:`paste_mask`), not n float maps of the
-        original's size (57.6 GB for 100 masks of a 12000 x 12000 image).
+        ``mask_format='bitmap'`` gives (n, H, W) bool masks; ``'rle'`` a
+        list of COCO RLE dicts (mmdet's ``encode_mask_results``), which
+        mmdet's ``CocoMetric`` reads as they are.
+
+        Memory: per mask, the float logits of its window only
+        (:meth:`paste_mask`), not n float maps of the original's size (57.6
+        GB for 100 masks of a 12000 x 12000 image); then the n bool masks,
+        or with RLE one (H, W) bool mask at a time.
         """
+        if mask_format not in ('bitmap', 'rle'):
+            raise ValueError(f"mask_format is {mask_format!r}; use 'bitmap' "
+                             "or 'rle'.")
         frame = self.sam_frame(img_meta, input_size)
         size = (tuple(img_meta['ori_shape'][:2])
                 if rescale and 'ori_shape' in img_meta else frame.content)
         boxes = results.bboxes
-        masks = boxes.new_zeros((len(boxes), *size), dtype=torch.bool)
+        rle = mask_format == 'rle'
+        masks = boxes.new_zeros((1 if rle else len(boxes), *size),
+                                dtype=torch.bool)
+        encoded = []
         if len(boxes):
             with torch.no_grad():
                 low_res = self._low_res_logits(
                     image_embedding[0], boxes,
                     (boxes[:, :2] + boxes[:, 2:]) / 2, frame)
-                for logits, mask in zip(low_res, masks):
+                for i, logits in enumerate(low_res):
+                    mask = masks[0 if rle else i]
+                    if rle:
+                        mask.zero_()
                     self.paste_mask(logits[None], frame.size, mask)
-        results.masks = masks
+                    if rle:
+                        encoded += encode_mask_results(
+                            mask.cpu()[None].numpy())
+        results.masks = encoded if rle else masks
         if rescale and 'scale_factor' in img_meta:
             results.bboxes /= results.bboxes.new_tensor(
                 img_meta['scale_factor']).repeat(2)
