@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny Lumen-Shapes set with its tokenizer, tiny configs."""
+"""Shared fixtures: a tiny Lumen-Shapes set with its tokenizer, tiny configs
+and the tiny model of a paper-scale config."""
+import copy
 import os
 from pathlib import Path
 
@@ -74,6 +76,26 @@ def tiny_config(path, shapes_root, work_dir):
     cfg.train_dataloader.dataset.num_samples = 8
     cfg.work_dir = str(work_dir)
     return cfg
+
+
+def tiny_model(cfg, tokenizer_dir: str) -> dict:
+    """The config's model with the same structure at toy sizes: no weights,
+    CLIP 2 x 32, LLM 1 x 32, aligner 32 wide, a tiny SAM."""
+    model = copy.deepcopy(cfg.model)
+    backbone = model.backbone
+    backbone.update(pretrained=None, tokenizer=tokenizer_dir)
+    backbone.vision_config.update(hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=2, num_attention_heads=2)
+    backbone.text_config.update(hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=1, num_attention_heads=2,
+                                num_key_value_heads=2, vocab_size=512)
+    model.neck.update(embed_dim=32)
+    if model.neck.type == 'TransformerDenseAligner':
+        model.neck.update(depth=1, num_heads=2, mlp_dim=64)
+    if model.get('mask_head'):
+        model.mask_head = dict(type='SamMaskHead', sam_type='tiny',
+                               tiny=dict(img_size=128))
+    return model
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ with a tiny-model override and no weights, and every registry name they use
 (datasets, transforms, metrics, hooks, optimizers, schedulers, strategies)
 must resolve.
 """
-import copy
 import inspect
 import re
 
@@ -15,7 +14,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, tiny_model
 
 CONFIG_ROOT = REPO / 'configs/lumen'
 CONFIGS = sorted((CONFIG_ROOT / 'shapes').glob('*.py'))
@@ -102,26 +101,6 @@ def _registry_names(cfg) -> set:
     return found
 
 
-def _tiny_model(cfg: Config, tokenizer_dir: str) -> dict:
-    """The config's model with the same structure at toy sizes: no weights,
-    CLIP 2 x 32, LLM 1 x 32, aligner 32 wide, a tiny SAM."""
-    model = copy.deepcopy(cfg.model)
-    backbone = model.backbone
-    backbone.update(pretrained=None, tokenizer=tokenizer_dir)
-    backbone.vision_config.update(hidden_size=32, intermediate_size=64,
-                                  num_hidden_layers=2, num_attention_heads=2)
-    backbone.text_config.update(hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=1, num_attention_heads=2,
-                                num_key_value_heads=2, vocab_size=512)
-    model.neck.update(embed_dim=32)
-    if model.neck.type == 'TransformerDenseAligner':
-        model.neck.update(depth=1, num_heads=2, mlp_dim=64)
-    if model.get('mask_head'):
-        model.mask_head = dict(type='SamMaskHead', sam_type='tiny',
-                               tiny=dict(img_size=128))
-    return model
-
-
 def _flushes_denormals(cfg: Config) -> bool:
     """The config keeps the runtime's FlushDenormalHook (a config that sets
     its own custom_hooks replaces the runtime's list)."""
@@ -183,7 +162,7 @@ def test_paper_config_builds(path, tokenizer_dir, built_models):
         cls = registries['strategy'].get(args.pop('type'))
         inspect.signature(cls.__init__).bind(None, **args)
 
-    model_cfg = _tiny_model(cfg, tokenizer_dir)
+    model_cfg = tiny_model(cfg, tokenizer_dir)
     key = repr(model_cfg)
     if key not in built_models:
         built_models[key] = MODELS.build(model_cfg)

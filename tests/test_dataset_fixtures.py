@@ -1,35 +1,24 @@
 """Each of the paper's datasets, as configured in
 configs/lumen/_base_/datasets/lumen_paper_448.py, reads a tiny fixture in
-that dataset's released format (written here) and yields Lumen samples."""
+that dataset's released format (tests/fixtures_datasets.py) and yields
+Lumen samples."""
 import copy
-import json
-import pickle
 
-import numpy as np
 import pytest
 from mmengine.config import Config
-from PIL import Image
 
 from conftest import REPO
+from fixtures_datasets import (FSC_POINTS, OI_CLASSES, H, W, _aic,
+                               _coco_instances, _coco_keypoints, _fsc147,
+                               _json, _llava_instruct, _objects365,
+                               _openimages, _refcoco, _turn, _voc2007)
 
 DATASETS_CONFIG = REPO / 'configs/lumen/_base_/datasets/lumen_paper_448.py'
-W, H = 64, 48  # fixture images; the pipelines bring them to 448 x 448
 
 
 @pytest.fixture(scope='module')
 def paper_cfg():
     return Config.fromfile(str(DATASETS_CONFIG))
-
-
-def _image(path, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, (H, W, 3))
-    Image.fromarray(pixels.astype(np.uint8)).save(path)
-
-
-def _json(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
 
 
 def _build(cfg, name, root, **changes):
@@ -48,27 +37,6 @@ def _sample(dataset, index=0):
     item = dataset[index]
     assert tuple(item['inputs'].shape) == (3, 448, 448)
     return item['data_samples']
-
-
-def _coco_instances(root, ann, img_dir, classes, cat_ids=None, n_images=1):
-    """A COCO instances file over ``classes`` (ids 1.. unless given) with two
-    objects per image, of the first and the last class."""
-    cat_ids = cat_ids or list(range(1, len(classes) + 1))
-    images, anns = [], []
-    for i in range(1, n_images + 1):
-        name = f'{i:012d}.jpg'
-        _image(root / img_dir / name, i)
-        images.append(dict(id=i, file_name=name, width=W, height=H))
-        for cat, box in ((cat_ids[0], [4, 4, 20, 30]),
-                         (cat_ids[-1], [30, 10, 24, 20])):
-            x, y, w, h = box
-            anns.append(dict(
-                id=len(anns) + 1, image_id=i, category_id=cat, bbox=box,
-                area=w * h, iscrowd=0,
-                segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]]))
-    _json(root / ann, dict(
-        images=images, annotations=anns,
-        categories=[dict(id=c, name=n) for c, n in zip(cat_ids, classes)]))
 
 
 # -- detection ----------------------------------------------------------------
@@ -100,25 +68,7 @@ def test_objects365_v2_release_paths(paper_cfg, tmp_path):
     patchN.tar.gz archives unpack to train/patchN/ (mmdet's layout)."""
     from mmdet.datasets import Objects365V2Dataset
     classes = Objects365V2Dataset.METAINFO['classes']
-    images, anns = [], []
-    for image_id, name, on_disk in (
-            (1, 'images/v1/patch0/objects365_v1_00000001.jpg', True),
-            (908730, 'images/v2/patch16/objects365_v2_00908730.jpg', True),
-            # in the annotations but missing from the archives
-            (908726, 'images/v2/patch16/objects365_v2_00908726.jpg', False),
-            (320532, 'images/v1/patch6/objects365_v1_00320532.jpg', False)):
-        if on_disk:
-            _image(tmp_path / 'train' / name.split('/', 2)[2], image_id)
-        images.append(dict(height=H, id=image_id, license=5, width=W,
-                           file_name=name, url=''))
-        for cat, box in ((1, [4.5, 4.25, 20.0, 30.0]),
-                         (365, [30.0, 10.0, 24.0, 20.0])):
-            anns.append(dict(id=len(anns) + 1, iscrowd=0, isfake=0,
-                             area=box[2] * box[3], isreflected=0, bbox=box,
-                             image_id=image_id, category_id=cat))
-    _json(tmp_path / 'annotations/zhiyuan_objv2_train.json', dict(
-        images=images, annotations=anns,
-        categories=[dict(id=i + 1, name=n) for i, n in enumerate(classes)]))
+    _objects365(tmp_path)
     dataset = _build(paper_cfg, 'objects365_train', tmp_path)
     paths = [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
     assert sorted(paths) == [
@@ -132,51 +82,6 @@ def test_objects365_v2_release_paths(paper_cfg, tmp_path):
     assert sample.prompt_labels == sorted(sample.prompt_labels)
     box = sample.gt_instances.bboxes.tensor[0].tolist()
     assert box == pytest.approx([31.5, 29.75, 171.5, 239.75])  # x 7
-
-
-# OpenImages v6 as released: classes of class-descriptions-boxable.csv (no
-# header) and the columns of oidv6-train-annotations-bbox.csv
-OI_CLASSES = (('/m/011k07', 'Tortoise'), ('/m/011q46kg', 'Container'),
-              ('/m/012074', 'Magpie'), ('/m/0120dh', 'Sea turtle'),
-              ('/m/09dzg', 'Turtle'))
-OI_HEADER = ('ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,'
-             'IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside')
-OI_XCLICK = ',XClick1X,XClick2X,XClick3X,XClick4X,XClick1Y,XClick2Y,' \
-    'XClick3Y,XClick4Y'
-
-
-def _openimages(root, exif_orientation=None):
-    """The released files under ``root/annotations`` and two images under
-    ``root/train``; the first image has two boxes, the second one (with no
-    XClick points, as an activemil box has)."""
-    ann = root / 'annotations'
-    ann.mkdir(parents=True)
-    (ann / 'class-descriptions-boxable.csv').write_text(
-        ''.join(f'{mid},{name}\n' for mid, name in OI_CLASSES))
-    _json(ann / 'bbox_labels_600_hierarchy.json', dict(
-        LabelName='/m/0bl9f', Subcategory=[
-            dict(LabelName='/m/09dzg', Subcategory=[
-                dict(LabelName='/m/011k07'), dict(LabelName='/m/0120dh')]),
-            dict(LabelName='/m/011q46kg'), dict(LabelName='/m/012074')]))
-    rows = [
-        '000002b66c9c498e,xclick,/m/011k07,1,0.062500,0.375000,0.125000,'
-        '0.750000,0,1,0,0,0,0.062500,0.200000,0.375000,0.300000,0.400000,'
-        '0.125000,0.600000,0.750000',
-        '000002b66c9c498e,xclick,/m/012074,1,0.500000,0.875000,0.250000,'
-        '0.500000,1,0,1,0,0,0.500000,0.600000,0.875000,0.700000,0.300000,'
-        '0.250000,0.400000,0.500000',
-        '000002b97e5471a0,activemil,/m/011q46kg,1,0.000000,0.500000,'
-        '0.000000,1.000000,0,0,0,1,0,-1,-1,-1,-1,-1,-1,-1,-1',
-    ]
-    (ann / 'oidv6-train-annotations-bbox.csv').write_text(
-        OI_HEADER + OI_XCLICK + '\n' + '\n'.join(rows) + '\n')
-    _image(root / 'train/000002b66c9c498e.jpg', 1)
-    path = root / 'train/000002b97e5471a0.jpg'
-    _image(path, 2)
-    if exif_orientation:  # stored landscape, shown portrait
-        exif = Image.Exif()
-        exif[0x0112] = exif_orientation
-        Image.open(path).save(path, exif=exif)
 
 
 def test_openimages_v6_from_released_csvs(paper_cfg, tmp_path):
@@ -254,29 +159,6 @@ def test_coco_format_dataset_reads_classes_from_the_file(tmp_path):
 
 
 # -- referring expressions ----------------------------------------------------
-def _refcoco(root, folder, split_file):
-    """mmdet's RefCOCO layout: instances.json + refs(...).p, COCO 2014."""
-    name = 'COCO_train2014_000000000001.jpg'
-    _image(root / 'train2014' / name)
-    anns = [dict(id=k, image_id=1, category_id=1, iscrowd=0, area=600,
-                 bbox=[x, 4, 20, 30],
-                 segmentation=[[x, 4, x + 20, 4, x + 20, 34, x, 34]])
-            for k, x in ((1, 4), (2, 36))]
-    _json(root / folder / 'instances.json', dict(
-        images=[dict(id=1, file_name=name, width=W, height=H)],
-        annotations=anns, categories=[dict(id=1, name='person')]))
-    refs = [
-        dict(ref_id=0, ann_id=1, image_id=1, split='train', category_id=1,
-             file_name=name, sentences=[dict(raw='the man on the left'),
-                                        dict(raw='left person')]),
-        dict(ref_id=1, ann_id=2, image_id=1, split='val', category_id=1,
-             file_name=name, sentences=[dict(raw='Man on the right'),
-                                        dict(raw='right guy')]),
-    ]
-    with open(root / folder / split_file, 'wb') as f:
-        pickle.dump(refs, f)
-
-
 @pytest.mark.parametrize('name, folder, split_file', [
     ('refcoco_train', 'refcoco', 'refs(unc).p'),
     ('refcoco_plus_train', 'refcoco+', 'refs(unc).p'),
@@ -307,23 +189,8 @@ def test_refcocog_val_grounding_and_referring_segmentation(paper_cfg,
 
 # -- pose ---------------------------------------------------------------------
 def test_coco_keypoints_top_down(paper_cfg, tmp_path):
-    names = ['nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear',
-             'left_shoulder', 'right_shoulder', 'left_elbow', 'right_elbow',
-             'left_wrist', 'right_wrist', 'left_hip', 'right_hip',
-             'left_knee', 'right_knee', 'left_ankle', 'right_ankle']
     for split in ('train2017', 'val2017'):
-        name = '000000000001.jpg'
-        _image(tmp_path / split / name)
-        keypoints = []
-        for k in range(17):
-            keypoints += [10 + k, 8 + k, 2] if k < 12 else [0, 0, 0]
-        _json(tmp_path / f'annotations/person_keypoints_{split}.json', dict(
-            images=[dict(id=1, file_name=name, width=W, height=H)],
-            annotations=[dict(id=1, image_id=1, category_id=1, iscrowd=0,
-                              bbox=[5, 5, 30, 35], area=1050,
-                              keypoints=keypoints, num_keypoints=12)],
-            categories=[dict(id=1, name='person', keypoints=names,
-                             skeleton=[[16, 14]])]))
+        _coco_keypoints(tmp_path, split)
     sample = _sample(_build(paper_cfg, 'coco_pose_train', tmp_path))
     assert sample.task == 'pose'
     # training asks 8 (prompts_per_image) of the 12 labelled keypoints
@@ -337,15 +204,7 @@ def test_coco_keypoints_top_down(paper_cfg, tmp_path):
 
 def test_ai_challenger_converted_to_coco(paper_cfg, tmp_path):
     from lumen_mm.converters import convert_aic_to_coco
-    _image(tmp_path / 'train' / 'abc123.jpg')
-    # AIC: v = 1 visible, 2 occluded, 3 not labelled
-    points = []
-    for k in range(14):
-        points += [10 + k, 8 + k, (1, 2, 3)[k % 3]]
-    raw = tmp_path / 'keypoint_train_annotations.json'
-    _json(raw, [dict(image_id='abc123',
-                     human_annotations=dict(human1=[5, 5, 35, 40]),
-                     keypoint_annotations=dict(human1=points))])
+    raw = _aic(tmp_path)
     out = tmp_path / 'annotations' / 'aic_train.json'
     coco = convert_aic_to_coco(str(raw), str(tmp_path / 'train'), str(out))
     ann = coco['annotations'][0]
@@ -372,35 +231,12 @@ def test_aic_converter_refuses_other_files(tmp_path):
 
 
 # -- VQA, VOC, counting -------------------------------------------------------
-def _turn(who, text):
-    return {'from': who, 'value': text}
-
-
 def test_llava_instruct(paper_cfg, tmp_path, monkeypatch):
     import lumen_mm.datasets.vqa as vqa
     logged = []
     monkeypatch.setattr(vqa, 'print_log',
                         lambda msg, **kwargs: logged.append(msg))
-    _image(tmp_path / 'coco/train2017/000000000009.jpg')
-    _json(tmp_path / 'llava_instruct/llava_instruct_150k.json', [
-        dict(id='000000000009', image='000000000009.jpg', conversations=[
-            _turn('human', '<image>\nWhat is on the table?'),
-            _turn('gpt', 'A bowl of fruit.'),
-            _turn('human', 'What colour is it?'),
-            _turn('gpt', 'Green.')]),
-        # opens with the assistant: LLaVA's training drops that turn
-        dict(id='000000000025', image='000000000009.jpg', conversations=[
-            _turn('gpt', 'Hello, ask me about the image.'),
-            _turn('human', 'How many bowls?\n<image>'),
-            _turn('gpt', 'One.')]),
-        # a last question without its answer trains nothing
-        dict(id='000000000030', image='000000000009.jpg', conversations=[
-            _turn('human', '<image>\nIs it day?'), _turn('gpt', 'Yes.'),
-            _turn('human', 'Why?')]),
-        # nothing left after the leading answer goes
-        dict(id='000000000034', image='000000000009.jpg', conversations=[
-            _turn('gpt', 'A lone answer.')]),
-    ])
+    _llava_instruct(tmp_path)
     dataset = _build(paper_cfg, 'llava_instruct_train', tmp_path)
     assert len(dataset) == 3
     sample = _sample(dataset)
@@ -426,52 +262,29 @@ def test_llava_instruct_refuses_broken_turns(paper_cfg, tmp_path):
 
 
 def test_pascal_voc_2007_val(paper_cfg, tmp_path):
-    voc = tmp_path / 'VOC2007'
-    _image(voc / 'JPEGImages/000005.jpg')
-    (voc / 'ImageSets/Main').mkdir(parents=True)
-    (voc / 'ImageSets/Main/val.txt').write_text('000005\n')
-    (voc / 'Annotations').mkdir()
-    (voc / 'Annotations/000005.xml').write_text(
-        f'<annotation><size><width>{W}</width><height>{H}</height>'
-        '<depth>3</depth></size><object><name>diningtable</name>'
-        '<difficult>0</difficult><bndbox><xmin>5</xmin><ymin>6</ymin>'
-        '<xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>')
+    _voc2007(tmp_path)
     dataset = _build(paper_cfg, 'voc07_val', tmp_path)
     assert dataset.metainfo['dataset_type'] == 'VOC2007'
     sample = _sample(dataset)
     assert sample.task == 'det' and len(sample.prompts) == 20
     assert sample.prompts[10] == 'dining table'  # plain words, not VOC's
     assert dataset.get_data_info(0)['instances'][0]['bbox_label'] == 10
+    # VOCMetric reads the ground truth from the sample, in the original
+    # frame (mmdet's VOC reader takes 1 from every coordinate)
+    assert sample.gt_instances.labels.tolist() == [10]
+    assert sample.gt_instances.bboxes.tensor.tolist() == [[4, 5, 39, 29]]
 
 
 def test_fsc147(paper_cfg, tmp_path):
     """The release: H/W are the original photo's size; the stored images
     (here 64 x 48 for a 640 x 480 photo) and the points are smaller."""
-    for name in ('7.jpg', '8.jpg', '9.jpg'):
-        _image(tmp_path / 'images_384_VarV2' / name)
-    points = [[5.0, 6.0], [20.5, 30.0], [40.0, 12.0]]
-    _json(tmp_path / 'annotation_FSC147_384.json', {
-        name: dict(H=480, W=640, points=pts, ratio_h=0.1, ratio_w=0.1,
-                   r=[4, 4],
-                   box_examples_coordinates=[[[1, 1], [1, 9], [9, 9],
-                                              [9, 1]]],
-                   box_examples_path=[f'/nfs/box_examples/{name[:-4]}_0.jpg'],
-                   density_path=f'/nfs/gt_density_map_adaptive_384_VarV2/'
-                   f'{name[:-4]}.npy',
-                   img_path=f'/nfs/images_384_VarV2/{name}')
-        for name, pts in (('7.jpg', points), ('8.jpg', points[:1]),
-                          ('9.jpg', points[1:]))})
-    _json(tmp_path / 'Train_Test_Val_FSC_147.json',
-          dict(test=['7.jpg', '9.jpg'], test_coco=['9.jpg'], train=[],
-               val=['8.jpg'], val_coco=['8.jpg']))
-    (tmp_path / 'ImageClasses_FSC147.txt').write_text(
-        '7.jpg\tsea shells\n8.jpg\tapples\n9.jpg\tcars\n')
+    _fsc147(tmp_path)
     dataset = _build(paper_cfg, 'fsc147_test', tmp_path)
     assert len(dataset) == 2
     assert dataset.metainfo['classes'] == ('apples', 'cars', 'sea shells')
     info = dataset.get_data_info(0)
     assert (info['width'], info['height']) == (W, H)  # not 640 x 480
-    assert [i['bbox'][:2] for i in info['instances']] == points
+    assert [i['bbox'][:2] for i in info['instances']] == FSC_POINTS
     sample = _sample(dataset)
     assert sample.task == 'count'
     assert sample.prompts == ['sea shells']

@@ -34,6 +34,18 @@ def test_input_size_must_be_a_multiple_of_the_patch(tokenizer_dir):
         LlavaLMM(tokenizer=tokenizer_dir, **dict(TINY, aligner_image_size=60))
 
 
+def test_built_from_scratch_adds_the_image_marks(tokenizer_dir):
+    """LLaVA-1.1's <im_start> / <im_end>, absent from another tokenizer, are
+    new tokens of a model built without its checkpoint."""
+    lmm = LlavaLMM(tokenizer=tokenizer_dir, **TINY, conversation=dict(
+        image_start='<im_start>', image_end='<im_end>'))
+    ids = lmm.conversation.image_ids()
+    assert len(ids) == 16 + 2
+    assert lmm.tokenizer.convert_ids_to_tokens([ids[0], ids[-1]]) == [
+        '<im_start>', '<im_end>']
+    assert max(ids) < lmm.llava.get_input_embeddings().num_embeddings
+
+
 def test_shared_prefix_equals_full_prompts(lmm):
     conv = lmm.conversation
     prompts = [conv.location_prompt('det', d)

@@ -10,14 +10,10 @@ from mmdet.structures import DetDataSample
 from mmengine.config import Config
 
 from conftest import REPO, SHAPES_CONFIG, retarget
+from fixtures_datasets import _coco_instances, _image, _json
 from lumen_mm.analysis.prompt_budget import (counting_lmm, format_report,
                                              main, measure, prompt_budget)
 from lumen_mm.datasets import LumenMultiTaskDataset
-
-try:  # the writers may move to a module of their own
-    from fixtures_datasets import _coco_instances, _image, _json
-except ImportError:
-    from test_dataset_fixtures import _coco_instances, _image, _json
 
 ALL_TASKS = REPO / 'configs/lumen/shapes/lumen_tiny_shapes_all_tasks.py'
 PAPER = REPO / 'configs/lumen/lumen_llava-v1.1-7b_lora_448_multitask_50k.py'

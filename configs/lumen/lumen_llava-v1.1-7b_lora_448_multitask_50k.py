@@ -74,7 +74,7 @@ train_dataloader = dict(
         # each task's datasets, not their shares); source_weights=dict(
         # det=[...]) sets them. 8 epochs of 1M draws make the 50k x 160.
         num_samples=1000000))
-# Validation every 10k iterations (the checkpoints of Table 3e): COCO
+# Validation every 10k iterations (Table 3e's 10k-50k are separate runs): COCO
 # detection and RefCOCOg val grounding, the two numbers of the ablations.
 val_dataloader = dict(
     batch_size=4,

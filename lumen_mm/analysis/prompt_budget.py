@@ -73,16 +73,9 @@ def counting_lmm(backbone: dict, tokenizer: Optional[str] = None):
         cfg.pop(key, None)
     cfg.update(pretrained=None, tokenizer=tokenizer, vision_config=vision,
                text_config=text, lora=None, gradient_checkpointing=False)
-    lmm = MODELS.build(cfg)
-    # another tokenizer than the checkpoint's may lack LLaVA-1.1's
-    # <im_start> / <im_end>: one token each there too
-    conv = lmm.conversation
-    vocab = lmm.tokenizer.get_vocab()
-    missing = [t for t in (conv.image_start, conv.image_end)
-               if t and t not in vocab]
-    if missing:
-        lmm.tokenizer.add_tokens(missing, special_tokens=True)
-    return lmm
+    # another tokenizer than the checkpoint's gets LLaVA-1.1's <im_start> /
+    # <im_end> from LlavaLMM: one token each there too
+    return MODELS.build(cfg)
 
 
 def batch_queries(lmm, data_samples: Sequence) -> list:

@@ -188,6 +188,12 @@ class LlavaLMM(BaseModule):
             llava = LlavaForConditionalGeneration.from_pretrained(
                 pretrained, use_safetensors=True)
         else:
+            # LLaVA-1.1's <im_start> / <im_end> come with its checkpoint's
+            # tokenizer; built from scratch with another, they are new tokens
+            marks = [(conversation or {}).get(k)
+                     for k in ('image_start', 'image_end')]
+            self.tokenizer.add_tokens([m for m in marks if m],
+                                      special_tokens=True)
             text_config = dict(
                 dict(
                     vocab_size=len(self.tokenizer),

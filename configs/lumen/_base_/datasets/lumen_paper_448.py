@@ -106,6 +106,11 @@ coco_pose_pipeline = _pose_pipeline(coco_keypoint_names, prompts_per_image)
 aic_pose_pipeline = _pose_pipeline(aic_keypoint_names, prompts_per_image)
 coco_pose_test_pipeline = _pose_pipeline(coco_keypoint_names)
 vqa_pipeline = _box_pipeline(dict(type='LumenVQAPrompts'))
+# VOCMetric reads the boxes from the samples (COCO's metric, from its file):
+# loaded after resizing, in the original frame
+voc_test_pipeline = _box_pipeline(
+    dict(type='LumenDetPrompts', test_mode=True), with_bbox=True,
+    late_mask=True, test=True)
 count_test_pipeline = _box_pipeline(
     dict(type='LumenCountPrompts'), test=True)
 
@@ -227,7 +232,7 @@ voc07_val = dict(
                    'horse', 'motorbike', 'person', 'potted plant', 'sheep',
                    'sofa', 'train', 'tv monitor'),
     test_mode=True,
-    pipeline=det_test_pipeline)
+    pipeline=voc_test_pipeline)
 
 # -- counting: FSC-147 (Sec. 4.4.2, never trained) ---------------------------
 fsc147_test = dict(

@@ -19,7 +19,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=False, begin=500, end=max_iters,
          eta_min=0.0),
 ]
-# validation every 10k iterations: the checkpoints of Table 3e
+# validation every 10k iterations (Table 3e's 10k-50k are separate runs)
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=10000)
 val_cfg = dict(type='ValLoop')
