@@ -92,6 +92,9 @@ def test_16_bit_grey_is_the_same_8_bit_image_by_path_pil_and_array(
     for image in (str(path), pil, pil.convert('I'), values):
         np.testing.assert_array_equal(load_image(image), expected)
     np.testing.assert_array_equal(_load_by_pipeline(str(path)), expected)
+    from lumen_mm.apis.webui import read_photo  # the web page's upload
+    np.testing.assert_array_equal(
+        np.asarray(read_photo(str(path), 10_000)), expected[..., ::-1])
 
 
 @pytest.mark.parametrize('image, message', [
@@ -100,11 +103,16 @@ def test_16_bit_grey_is_the_same_8_bit_image_by_path_pil_and_array(
     (Image.fromarray(np.full((8, 8), 70000, np.int32)),
      r'outside 16 bits: scale it to 0-255'),
 ])
-def test_image_modes_without_a_safe_8_bit_form_are_refused(image, message):
+def test_image_modes_without_a_safe_8_bit_form_are_refused(image, message,
+                                                           tmp_path):
     """A 0-1 float image became black; now it asks for a conversion."""
     from lumen_mm.apis.inferencer import load_image
+    from lumen_mm.apis.webui import gr, read_photo
     with pytest.raises(ValueError, match=message):
         load_image(image)
+    image.save(tmp_path / 'upload.tif')
+    with pytest.raises(gr.Error, match=message):
+        read_photo(str(tmp_path / 'upload.tif'), 10_000)
 
 
 # -- 2. broken files, thin and huge images ------------------------------------

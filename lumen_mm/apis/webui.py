@@ -16,10 +16,11 @@ from typing import List, Optional, Tuple
 
 import mmcv
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from lumen_mm.apis.demo import run_demo
-from lumen_mm.apis.inferencer import TASK_PROMPTS, LumenInferencer
+from lumen_mm.apis.inferencer import (TASK_PROMPTS, LumenInferencer,
+                                      load_image)
 
 try:
     import gradio as gr
@@ -119,10 +120,13 @@ def read_photo(path: Optional[str], max_pixels: int) -> Image.Image:
         raise gr.Error(f'{name!r} has no pixels ({width} x {height}).')
     try:
         image.load()
-        return ImageOps.exif_transpose(image).convert('RGB')
     except (OSError, ValueError) as err:
         raise gr.Error(f'{name!r} is damaged or truncated and cannot be '
                        f'decoded ({err}).') from None
+    try:  # as the inferencer reads it: 16-bit scaled, float refused
+        return Image.fromarray(mmcv.bgr2rgb(load_image(image)))
+    except ValueError as err:
+        raise gr.Error(f'{name!r}: {err}') from None
 
 
 def check_upload(path: Optional[str], max_pixels: int) -> None:
