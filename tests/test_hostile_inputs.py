@@ -185,7 +185,7 @@ def test_person_box_over_the_border_still_gives_keypoints(det):
     assert torch.isfinite(sample.pred_instances.keypoints).all()
 
 
-# -- 4. no boxes from the padding ----------------------------------------------
+# -- 4. no boxes from the padding ---------------------------------------------
 def test_peaks_in_the_padding_give_no_boxes():
     """A 16 x 64 image padded to 64 x 64: the strongest peaks lie in the
     padding rows; every box comes from the image, with area."""
@@ -314,7 +314,7 @@ def test_a_mask_of_a_large_image_is_computed_over_its_window_only():
     assert sum(sizes) < out.numel() / 20
 
 
-# -- 6. drawing ----------------------------------------------------------------
+# -- 6. drawing ---------------------------------------------------------------
 @pytest.fixture(scope='module')
 def config_file(shapes_root, tmp_path_factory):
     root = tmp_path_factory.mktemp('demo')
