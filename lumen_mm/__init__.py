@@ -8,9 +8,11 @@ It also lets torch load mmengine checkpoints with ``weights_only=True``
 (:func:`lumen_mm.utils.safe_load.register_safe_globals`) and config bases be
 named ``'lumen_mm::lumen/...'`` (:mod:`lumen_mm.registry`).
 """
-from .utils.safe_load import register_safe_globals
+from .utils.safe_load import register_checkpoint_loader, register_safe_globals
 
 register_safe_globals()  # before anything below loads a checkpoint
+# mmengine's local checkpoint loader with integrity and structure checks
+register_checkpoint_loader()
 
 try:  # the two requirements pip cannot install from PyPI (setup.py)
     import mmcv.ops  # noqa: F401  (mmdet's models need the compiled ops)

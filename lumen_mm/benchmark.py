@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from lumen_mm.cli import add_common_args, load_config, load_local_checkpoint
+from lumen_mm.cli import add_common_args, load_config
 
 # benchmark --mode -> LlavaLMM.prompt_mode
 MODES = {'shared': 'shared', 'batched': 'batched', 'naive': 'per_prompt'}
@@ -164,15 +164,17 @@ def build_model(cfg,
     autocast computes in ``dtype``)."""
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
-    from mmengine.runner.checkpoint import load_state_dict
+
+    from lumen_mm.engine.checkpoint import load_trainable_checkpoint
 
     init_default_scope(cfg.default_scope)
     with torch.device(device):
         model = MODELS.build(cfg.model)
     model.to(device)  # no copy; points mmengine's data preprocessor there
     if checkpoint is not None:
-        state = load_local_checkpoint(checkpoint, map_location=device)
-        load_state_dict(model, state.get('state_dict', state))
+        # strict (keys, shapes, tokenizer), trainable-only ones completed
+        load_trainable_checkpoint(model, checkpoint, map_location=device,
+                                  strict=cfg.get('strict_load', True))
     if dtype != torch.float32:
         for param in model.parameters():
             if not (train and param.requires_grad):

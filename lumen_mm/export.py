@@ -41,7 +41,7 @@ from typing import Union
 import torch
 from mmengine.config import Config
 
-from lumen_mm.engine.checkpoint import (TRAINABLE_ONLY,
+from lumen_mm.engine.checkpoint import (FROM_PRETRAINED, TRAINABLE_ONLY,
                                         load_trainable_checkpoint)
 
 HEADS_FILE = 'lumen_heads.pth'
@@ -199,8 +199,11 @@ def _save_heads(heads: dict, out_dir: str) -> str:
               osp.join(out_dir, HEADS_SAFETENSORS),
               metadata=dict(format='pt'))
     heads_file = osp.join(out_dir, HEADS_FILE)
-    torch.save(dict(state_dict=heads, meta={TRAINABLE_ONLY: True}),
-               heads_file)
+    # the LLM's trained entries are in the merged LLaVA, not here
+    torch.save(
+        dict(state_dict=heads,
+             meta={TRAINABLE_ONLY: True, FROM_PRETRAINED: ['backbone.']}),
+        heads_file)
     return heads_file
 
 

@@ -127,13 +127,16 @@ def test_mmengine_loads_lumen_checkpoints_after_import(runner_checkpoint):
 
 def test_without_the_allow_list_mmengine_refuses(runner_checkpoint,
                                                  without_allow_list):
-    """The failure mmdet's tools met before: mmengine 0.10.7 calls
-    ``torch.load`` without ``weights_only``; registering the allow-list is
-    what fixes it."""
+    """The failure mmdet's tools met before: mmengine 0.10.7's local loader
+    calls ``torch.load`` without ``weights_only``; registering the
+    allow-list is what fixes it. (``import lumen_mm`` also replaces that
+    loader in mmengine's ``CheckpointLoader`` by lumen_mm's, which registers
+    the allow-list itself: mmengine's own function is called here.)"""
     from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
+    from mmengine.runner.checkpoint import load_from_local
 
     with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
-        mmengine_load_checkpoint(ToyModel(), runner_checkpoint)
+        load_from_local(runner_checkpoint, map_location=None)
     register_safe_globals()
     register_safe_globals()  # idempotent: torch keeps a set
     assert len(torch.serialization.get_safe_globals()) == len(

@@ -20,11 +20,28 @@ CFG_OPTIONS_HELP = (
     'quotation marks are necessary and that no white space is allowed.')
 
 
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` with an error that names an option without
+    ``=`` (mmengine fails with "not enough values to unpack")."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for value in values:
+            if '=' not in value or value.startswith('='):
+                parser.error(
+                    f'{option_string} {value!r}: each option is KEY=VALUE, '
+                    'e.g. --cfg-options train_cfg.max_iters=100 '
+                    "model.neck.embed_dim=32 (no spaces around '=').")
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_common_args(parser: argparse.ArgumentParser,
                     launcher: bool = True) -> None:
     """Add ``--cfg-options`` and, for runner tools, the launcher arguments."""
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, help=CFG_OPTIONS_HELP)
+        '--cfg-options',
+        nargs='+',
+        action=CfgOptionsAction,
+        help=CFG_OPTIONS_HELP)
     if not launcher:
         return
     parser.add_argument(
@@ -98,14 +115,13 @@ def resume_with_checkpoint_seed(cfg: Config) -> Config:
     checkpoint that mmengine will resume from (``load_from``, or the work
     dir's ``last_checkpoint``).
     """
-    from mmengine.runner import find_latest_checkpoint
-
+    from lumen_mm.engine.checkpoint import find_resumable_checkpoint
     from lumen_mm.utils import load_checkpoint
 
     randomness = cfg.get('randomness') or {}
     if not cfg.get('resume') or randomness.get('seed') is not None:
         return cfg
-    path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+    path = cfg.get('load_from') or find_resumable_checkpoint(cfg.work_dir)
     if path is None or not osp.isfile(path):
         return cfg  # nothing to resume: mmengine starts a new run
     meta = load_checkpoint(path, map_location='cpu', mmap=True).get('meta')
@@ -128,8 +144,6 @@ def build_runner(cfg: Config, run: str = 'train'):
     layout instead of deep inside the Runner. A resumed run keeps the seed of
     its checkpoint (:func:`resume_with_checkpoint_seed`).
     """
-    from mmengine.runner import Runner
-
     from mmdet.registry import RUNNERS
 
     from lumen_mm.utils.data_check import check_dataset_files
@@ -142,5 +156,8 @@ def build_runner(cfg: Config, run: str = 'train'):
     from lumen_mm.engine.dist import setup_cpu_distributed
     setup_cpu_distributed(cfg)  # DDP with gloo when there is no GPU
     if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
+        # mmengine's Runner with workers that end with their parent and
+        # resume from the newest intact checkpoint
+        from lumen_mm.engine.runner import LumenRunner
+        return LumenRunner.from_cfg(cfg)
     return RUNNERS.build(cfg)

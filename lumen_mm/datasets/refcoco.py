@@ -1,9 +1,12 @@
-"""RefCOCO with one sentence per referred object, drawn anew at each fetch."""
+"""RefCOCO with one sentence per referred object, drawn anew at each fetch;
+its refs pickle read as plain data."""
+from contextlib import contextmanager
 from typing import List
 
 import numpy as np
 from mmdet.datasets import RefCocoDataset
 from mmdet.registry import DATASETS
+from mmengine.fileio.handlers import PickleHandler
 
 RESAMPLE = 'resample'
 
@@ -20,6 +23,12 @@ class LumenRefCocoDataset(RefCocoDataset):
     referring-segmentation training commonly samples one sentence per
     object and iteration: every sentence is seen, at one prompt per object.
     Other modes are mmdet's.
+
+    mmdet reads ``split_file`` (``refs(*).p``) with ``pickle.load``, which
+    runs whatever function a pickle names: a malicious file ran code when
+    the dataset was built. Here it is read with an allow-list of plain data
+    (:func:`lumen_mm.utils.load_plain_pickle`); configs use this class for
+    every RefCOCO-style dataset.
     """
 
     def __init__(self, *args, text_mode: str = 'random', **kwargs) -> None:
@@ -29,7 +38,8 @@ class LumenRefCocoDataset(RefCocoDataset):
             **kwargs)
 
     def load_data_list(self) -> List[dict]:
-        data_list = super().load_data_list()
+        with _plain_pickles(self.split_file):
+            data_list = super().load_data_list()
         if self.resample:
             for info in data_list:
                 info['sentence_objects'] = _objects(info['instances'])
@@ -55,3 +65,28 @@ def _objects(instances: List[dict]) -> List[int]:
             obj, previous = obj + 1, ins['mask']
         objects.append(obj)
     return objects
+
+
+class _PlainPickleHandler(PickleHandler):
+    """mmengine's pickle handler reading plain data only."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+
+    def load_from_fileobj(self, file, **kwargs):
+        from lumen_mm.utils import load_plain_pickle
+        return load_plain_pickle(file, self.filename)
+
+
+@contextmanager
+def _plain_pickles(filename: str):
+    """``mmengine.load(..., file_format='pkl')`` reads plain data only while
+    the block runs (mmdet's ``RefCocoDataset.load_data_list`` calls it on
+    ``filename``); mmengine keeps its handlers in this module-level dict."""
+    from mmengine.fileio import io
+    saved = io.file_handlers['pkl']
+    io.file_handlers['pkl'] = _PlainPickleHandler(filename)
+    try:
+        yield
+    finally:
+        io.file_handlers['pkl'] = saved

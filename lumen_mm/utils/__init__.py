@@ -1,5 +1,11 @@
 """Helpers shared by lumen_mm's tools and modules."""
-from .safe_load import (UnsafeCheckpointError, load_checkpoint,
-                        mmengine_safe_globals)
+from .safe_load import (CheckpointFormatError, CorruptCheckpointError,
+                        UnsafeCheckpointError, UnsafeDataFileError,
+                        load_checkpoint, load_plain_pickle,
+                        mmengine_safe_globals, verify_checkpoint_file)
 
-__all__ = ['UnsafeCheckpointError', 'load_checkpoint', 'mmengine_safe_globals']
+__all__ = [
+    'CheckpointFormatError', 'CorruptCheckpointError',
+    'UnsafeCheckpointError', 'UnsafeDataFileError', 'load_checkpoint',
+    'load_plain_pickle', 'mmengine_safe_globals', 'verify_checkpoint_file'
+]

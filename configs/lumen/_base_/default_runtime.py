@@ -1,9 +1,16 @@
 _base_ = 'mmdet::_base_/default_runtime.py'
 
 custom_imports = dict(imports=['lumen_mm'], allow_failed_imports=False)
+# A checkpoint that does not fit the model (missing or unexpected keys,
+# shapes, another tokenizer) is an error; `--cfg-options strict_load=False`
+# loads it with a warning (LumenCheckpointHook below).
+strict_load = True
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=400,
+    # mmengine's hook with atomic saves that record the tokenizer's
+    # fingerprint, the old checkpoint deleted only once the new one is
+    # complete, and the fit checked on load (lumen_mm/engine/checkpoint.py)
+    checkpoint=dict(type='LumenCheckpointHook', by_epoch=False, interval=400,
                     max_keep_ckpts=3),
     # tools/test.py --show-dir (mmdet's or ours): one drawing per test
     # sample, under its task (mmdet's hook names them by image file only)

@@ -158,7 +158,7 @@ coco_seg_val = dict(coco_det_val, pipeline=seg_test_pipeline)
 
 # -- grounding: RefCOCO, RefCOCO+ (unc splits), RefCOCOg (umd splits) --------
 refcoco_train = dict(
-    type='RefCocoDataset',
+    type='LumenRefCocoDataset',
     data_root='data/coco/',
     ann_file='refcoco/instances.json',
     split_file='refcoco/refs(unc).p',
