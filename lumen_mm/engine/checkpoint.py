@@ -419,16 +419,17 @@ class LumenCheckpointHook(CheckpointHook):
     checkpoint before it writes the new one, and writes ``last_checkpoint``
     in place: with ``max_keep_ckpts=1``, a run killed during a save had no
     checkpoint left. Here the new checkpoint is written completely first
-    (:class:`~lumen_mm.engine.runner.LumenRunner` writes it to a temporary
-    name and renames it), then ``last_checkpoint`` is replaced atomically,
-    and only then is the old checkpoint deleted. What the message hub
+    (under a temporary name, then renamed), then ``last_checkpoint`` is
+    replaced atomically, and only then is the old checkpoint deleted. What the message hub
     records (``keep_ckpt_ids``, ``last_ckpt``) is what mmengine records, so
     resuming behaves as with mmengine's hook.
 
     Saves are atomic: ``runner.save_checkpoint`` writes a temporary name in
     the same directory, then :func:`commit_file` fsyncs and renames it
     (mmengine writes the final name in place, so a killed save left a
-    partial file there). ``meta`` records the tokenizer's fingerprint.
+    partial file there); a partial save left by a killed run is removed
+    when training starts. ``meta`` records the tokenizer's fingerprint.
+    mmengine's ``save_best`` checkpoints are saved as mmengine saves them.
 
     Loading (``load_from``, ``--resume``, ``tools/test.py``, mmdet's tools)
     checks that the checkpoint fits the model (:func:`checkpoint_mismatch`:
