@@ -76,7 +76,8 @@ def lumen_chat_template(conversation, tokenizer) -> str:
 
     (one line: no line break after ``</s>``). ``{image}`` is ``<image>``
     (the processor expands it to one token per patch) between the
-    template's ``image_start``/``image_end`` tokens. A ``system`` message
+    template's ``image_start``/``image_end`` tokens, without the whitespace
+    around it under ``strip_around_image`` (LLaVA-1.1). A ``system`` message
     replaces the default system prompt.
     ``<s>`` is written only when the tokenizer does not add it itself, so
     that both ``processor(text=...)`` and ``apply_chat_template(...,
@@ -87,6 +88,10 @@ def lumen_chat_template(conversation, tokenizer) -> str:
                                                         IMAGE_TOKEN, USER)
     image = ''.join(t for t in (conversation.image_start, IMAGE_TOKEN,
                                 conversation.image_end) if t)
+    # LLaVA-1.1 drops the whitespace next to the image (strip_around_image)
+    strip = conversation.strip_around_image
+    later_image = image if strip else image + CHAT_START
+    user_image = USER.rstrip() + image if strip else USER + later_image
     probe = tokenizer('a')['input_ids']
     adds_bos = bool(probe) and probe[0] == tokenizer.bos_token_id
     bos = '' if adds_bos or tokenizer.bos_token is None else \
@@ -105,13 +110,16 @@ def lumen_chat_template(conversation, tokenizer) -> str:
         "{%- if system -%}{{- system + ' ' -}}{%- endif -%}"
         '{%- for message in messages -%}'
         "{%- if message['role'] == 'user' -%}"
-        '{{- ' + _literal(USER) + ' -}}'
         "{%- if message['content'] is string -%}"
-        "{{- message['content'] -}}"
+        '{{- ' + _literal(USER) + " + message['content'] -}}"
         '{%- else -%}'
+        "{%- if message['content'][0]['type'] != 'image' -%}"
+        '{{- ' + _literal(USER) + ' -}}'
+        '{%- endif -%}'
         "{%- for item in message['content'] -%}"
         "{%- if item['type'] == 'image' -%}"
-        '{{- ' + _literal(image + CHAT_START) + ' -}}'
+        '{{- ' + _literal(user_image) + ' if loop.first else ' +
+        _literal(later_image) + ' -}}'
         "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}"
         '{%- endif -%}'
         '{%- endfor -%}'

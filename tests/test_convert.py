@@ -218,6 +218,81 @@ def test_lumen_lmm_loads_the_converted_checkpoint(original, tmp_path):
     assert torch.allclose(loc[0], hidden, atol=1e-5)
 
 
+def _llava_v1_ids(src, text, added):
+    """``text`` tokenised as LLaVA-1.1 did (its LlamaTokenizer, transformers
+    4.28): split at the added tokens, the whitespace next to them dropped
+    (not next to ``</s>``, whose AddedToken keeps it), each piece by
+    SentencePiece, ``<s>`` first."""
+    import re
+
+    import sentencepiece
+    sp = sentencepiece.SentencePieceProcessor(
+        model_file=str(src / 'tokenizer.model'))
+    names = sorted(added, key=len, reverse=True)
+    pieces = [p for p in re.split(
+        '(' + '|'.join(map(re.escape, names + ['</s>'])) + ')', text) if p]
+    ids = [sp.bos_id()]
+    for i, piece in enumerate(pieces):
+        if piece in added:
+            ids.append(added[piece])
+        elif piece == '</s>':
+            ids.append(sp.eos_id())
+        else:
+            if i and pieces[i - 1] in added:
+                piece = piece.lstrip()
+            if i + 1 < len(pieces) and pieces[i + 1] in added:
+                piece = piece.rstrip()
+            ids += sp.encode(piece) if piece else []
+    return ids
+
+
+def test_lumen_prompts_are_tokenised_as_llava_v1_did(original, converted):
+    """With the paper config's conversation settings, every prompt gets the
+    ids LLaVA-1.1's own tokenisation of the whole prompt gives."""
+    from mmengine.config import Config
+
+    from lumen_mm.models import LlavaLMM
+    paper = Config.fromfile(
+        'configs/lumen/_base_/models/lumen_llava-v1.1-7b.py')
+    lmm = LlavaLMM(pretrained=str(converted), image_size=SIDE,
+                   aligner_image_size=SIDE,
+                   conversation=paper.model.backbone.conversation)
+    conv, tok = lmm.conversation, lmm.tokenizer
+    added = {t: tok.convert_tokens_to_ids(t) for t in (
+        '<im_start>', '<im_end>', '<image>', '[LOC]', '[DET]', '[GROUND]')}
+    head = (SAMPLE_TEXTS[0] + ' USER: <im_start>' + '<image>' * NUM_PATCHES +
+            '<im_end>\n')
+    ask = head + ('Please find the location of {}. Respond with {}. '
+                  'ASSISTANT: Sure, the location is [LOC]')
+    cases = [
+        (conv.location_prompt('det', 'red circle').input_ids,
+         ask.format('red circle', 'boxes') +
+         '. The task output is [DET].</s>'),
+        (conv.location_prompt('ground', ' the star, left of 12 apples!',
+                              with_answer=False).input_ids,
+         ask.format('the star, left of 12 apples!', 'boxes')),
+        (conv.chat_prompt([('What is unusual?', 'A taxi.'),
+                           ('Why?', 'Ironing on it.')]).input_ids,
+         head + 'What is unusual? ASSISTANT: A taxi.</s>USER: Why? '
+         'ASSISTANT: Ironing on it.</s>'),
+        (conv.instruction_prompt('Where is the yellow cross?').input_ids,
+         head + 'Where is the yellow cross? ASSISTANT:'),
+    ]
+    for ids, text in cases:
+        assert ids == _llava_v1_ids(original['src'], text, added), text
+    # the labels start at the answer, the description is its own words
+    p = conv.location_prompt('ground', 'the star')
+    answer = [i for i, label in zip(p.input_ids, p.labels) if label >= 0]
+    assert tok.decode(answer).startswith('Sure, the location is')
+    assert tok.decode(p.description_ids).strip() == 'the star'
+    assert p.input_ids[p.prefix_len:p.prefix_len +
+                       len(p.description_ids)] == p.description_ids
+    # the export's chat template renders the same conversation
+    from lumen_mm.export import build_processor, check_chat_template
+    processor = build_processor(lmm, paper.model.data_preprocessor)
+    assert check_chat_template(processor, lmm)
+
+
 def _variant(original, tmp_path, config=None, state=None, drop=()):
     """A copy of the release with its config or weights changed (saved
     sharded again)."""

@@ -10,10 +10,14 @@ in LLaVA's v1 layout (system prompt, ``USER:``/``ASSISTANT:`` roles, ``</s>``
 after the answer). Everything that does not depend on the description comes
 before it, so all prompts about one image share a token prefix.
 
-Special tokens are only ever inserted by id. User text (class names, referring
-sentences, questions) is tokenised with ``split_special_tokens=True``, so a
-description that contains ``[LOC]`` or ``<image>`` stays plain text.
+Special tokens are only ever inserted by id. The text between two of them is
+tokenised as one string, as LLaVA tokenised a whole prompt (a SentencePiece
+tokenizer marks the start of every string it is given with "▁", so text cut
+into pieces would get marks LLaVA never saw). User text (class names,
+referring sentences, questions) is tokenised with ``split_special_tokens=True``,
+so a description that contains ``[LOC]`` or ``<image>`` stays plain text.
 """
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -65,6 +69,9 @@ class ConversationTemplate:
             (LLaVA-1.1 uses ``<im_start>``/``<im_end>``).
         max_length: the LLM's positions; a longer conversation is an error
             (the LMM sets it from ``max_position_embeddings``).
+        strip_around_image: drop the whitespace next to the image tokens,
+            as LLaVA-1.1's tokenizer (transformers 4.28) did around every
+            token it added; LLaVA-1.5 and later keep it.
     """
     tokenizer: object
     num_image_tokens: int
@@ -72,28 +79,45 @@ class ConversationTemplate:
     image_start: Optional[str] = None
     image_end: Optional[str] = None
     max_length: Optional[int] = None
+    strip_around_image: bool = False
     _cache: Dict[str, List[int]] = field(default_factory=dict, repr=False)
 
     def _text(self, text: str) -> List[int]:
-        """Plain text to ids; special-token strings inside it stay text."""
+        """Fixed text (a whole run between two special tokens) to ids."""
         if text not in self._cache:
-            self._cache[text] = self.tokenizer(
-                text, add_special_tokens=False,
-                split_special_tokens=True)['input_ids']
+            self._cache[text] = self._run(text)[0]
         return self._cache[text]
 
-    def _user_text(self, text: str) -> List[int]:
-        # User text is never cached (unbounded) and never special.
+    def _run(self, *parts: str) -> List[List[int]]:
+        """The ids of ``parts``, one run of text between two special tokens:
+        tokenised as one string, then split where the parts meet (a token
+        belongs to the part it starts in). Special-token strings in the text
+        stay text."""
+        text = ''.join(parts)
         try:
             text.encode('utf-8')
         except UnicodeEncodeError as e:
             raise ValueError(
-                f'The text {text[:40]!r} is not valid Unicode (a lone '
-                f'surrogate at character {e.start}): decode it from its '
-                "bytes properly, or drop the character.") from None
-        return self.tokenizer(
-            text, add_special_tokens=False,
-            split_special_tokens=True)['input_ids']
+                f'The text {text[e.start:e.start + 40]!r} is not valid '
+                f'Unicode (a lone surrogate at character {e.start}): decode '
+                'it from its bytes properly, or drop the character.') from None
+        encoding = self.tokenizer(
+            text, add_special_tokens=False, split_special_tokens=True,
+            return_offsets_mapping=len(parts) > 1)
+        if len(parts) == 1:
+            return [encoding['input_ids']]
+        starts, offset = [], 0
+        for part in parts[:-1]:
+            offset += len(part)
+            starts.append(offset)
+        split: List[List[int]] = [[] for _ in parts]
+        for idx, (begin, _) in zip(encoding['input_ids'],
+                                   encoding['offset_mapping']):
+            split[bisect_right(starts, begin)].append(idx)
+        return split
+
+    def _after_image(self, text: str) -> str:
+        return text.lstrip() if self.strip_around_image else text
 
     def _fits(self, prompt: TokenizedPrompt) -> TokenizedPrompt:
         """``prompt``, or an error when it is longer than the LLM reads."""
@@ -127,13 +151,14 @@ class ConversationTemplate:
             ids = ids + [self.token_id(self.image_end)]
         return ids
 
-    def prefix_ids(self, question_start: str) -> List[int]:
-        """System prompt, ``USER:``, the image and the instruction's start."""
+    def image_prefix_ids(self) -> List[int]:
+        """System prompt, ``USER:`` and the image."""
         bos = [self.tokenizer.bos_token_id
                ] if self.tokenizer.bos_token_id is not None else []
         head = f'{self.system} {USER}' if self.system else USER
-        return (bos + self._text(head) + self.image_ids() +
-                self._text(question_start))
+        if self.strip_around_image:
+            head = head.rstrip()
+        return bos + self._text(head) + self.image_ids()
 
     def location_prompt(self, task: str, description: str,
                         with_answer: bool = True) -> TokenizedPrompt:
@@ -150,10 +175,12 @@ class ConversationTemplate:
         if not description or not description.strip():
             raise ValueError('Empty description: give a class name or a '
                              'referring sentence to locate.')
-        prefix = self.prefix_ids(LOCATE)
-        words = self._user_text(' ' + description.strip())
-        question = words + self._text(RESPOND.format(spec.answer_format))
-        answer = self._text(ANSWER) + [self.token_id(LOC_TOKEN)]
+        locate, words, respond, answer = self._run(
+            self._after_image(LOCATE), ' ' + description.strip(),
+            RESPOND.format(spec.answer_format), ANSWER)
+        prefix = self.image_prefix_ids() + locate
+        question = words + respond
+        answer = answer + [self.token_id(LOC_TOKEN)]
         if with_answer:
             answer += (self._text(ANSWER_TASK) + [self.token_id(spec.token)] +
                        self._text(END) + [self.tokenizer.eos_token_id])
@@ -170,16 +197,16 @@ class ConversationTemplate:
         if not turns:
             raise ValueError('A conversation needs at least one '
                              '(question, answer) turn.')
-        prefix = self.prefix_ids(CHAT_START)
+        prefix = self.image_prefix_ids()
         ids, labels = list(prefix), [IGNORE_INDEX] * len(prefix)
         for i, (question, answer) in enumerate(turns):
             if not question.strip():
                 raise ValueError('Empty question in a conversation turn.')
-            user = (self._text(USER) if i else []) + self._user_text(
-                question.strip()) + self._text(ASSISTANT)
-            reply = self._user_text(' ' + answer.strip()) + [
-                self.tokenizer.eos_token_id
-            ]
+            start = USER if i else self._after_image(CHAT_START)
+            *user, reply = self._run(start, question.strip(), ASSISTANT,
+                                     ' ' + answer.strip())
+            user = [idx for part in user for idx in part]
+            reply = reply + [self.tokenizer.eos_token_id]
             ids += user + reply
             labels += [IGNORE_INDEX] * len(user) + reply
         return self._fits(TokenizedPrompt(ids, labels, len(prefix)))
@@ -193,9 +220,9 @@ class ConversationTemplate:
         if not instruction or not instruction.strip():
             raise ValueError('Empty instruction: ask the model something, '
                              'e.g. "Please find the location of the cat."')
-        prefix = self.prefix_ids(CHAT_START)
-        ids = prefix + self._user_text(instruction.strip()) + self._text(
-            ASSISTANT)
+        prefix = self.image_prefix_ids()
+        ids = prefix + self._run(self._after_image(CHAT_START) +
+                                 instruction.strip() + ASSISTANT)[0]
         return self._fits(
             TokenizedPrompt(ids, [IGNORE_INDEX] * len(ids), len(prefix)))
 

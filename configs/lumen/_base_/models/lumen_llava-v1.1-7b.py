@@ -55,8 +55,10 @@ model = dict(
         lora=dict(
             r=8, lora_alpha=16, lora_dropout=0.05,
             target_modules=['q_proj', 'v_proj']),
-        # LLaVA-1.1 wraps the 256 image tokens in <im_start> ... <im_end>
-        conversation=dict(image_start='<im_start>', image_end='<im_end>'),
+        # LLaVA-1.1 wraps the 256 image tokens in <im_start> ... <im_end>,
+        # and its tokenizer dropped the whitespace next to them
+        conversation=dict(image_start='<im_start>', image_end='<im_end>',
+                          strip_around_image=True),
         gradient_checkpointing=True),
     # a light transformer (Sec. 3.1.2), SAM's two-way decoder widths
     neck=dict(
