@@ -17,7 +17,8 @@ from mmengine.config import Config
 
 from conftest import REPO
 
-FSDP_STRATEGY = REPO / 'configs/lumen/_base_/strategies/fsdp.py'
+FSDP_CONFIG = (REPO / 'configs/lumen/'
+               'lumen_llava-v1.1-7b_lora_448_multitask_50k_fsdp.py')
 PAPER_FSDP = (REPO / 'configs/lumen/'
               'lumen_llava-v1.1-7b_lora_448_multitask_50k_fsdp.py')
 
@@ -76,7 +77,7 @@ def _fsdp_tiny_config(cfg, probe_dir):
     """The tiny config with the paper's FSDP strategy and the 7B's training
     set-up (LoRA, frozen CLIP, gradient checkpointing, trainable-only
     checkpoints)."""
-    fsdp = Config.fromfile(str(FSDP_STRATEGY))
+    fsdp = Config.fromfile(str(FSDP_CONFIG))
     cfg.runner_type = fsdp.runner_type
     cfg.strategy = fsdp.strategy
     # 1e7 wraps nothing of the tiny model: 8000 makes units of its decoder

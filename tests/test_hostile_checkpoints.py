@@ -90,6 +90,18 @@ def trainable_only_without_neck(request, tmp_path):
     LumenInferencer(cfg, ckpt, show_progress=False)
 
 
+def other_configs_checkpoint_in_det_inferencer(request, tmp_path):
+    """mmdet's DetInferencer loads through mmengine without a Runner."""
+    from mmdet.apis import DetInferencer
+    cfg, _, state, _ = request.getfixturevalue('tiny_state')
+    state = dict(state)
+    name = next(k for k in state if k.startswith('neck.')
+                and state[k].dim() == 2)
+    state[name] = torch.zeros(state[name].shape[0] + 1, state[name].shape[1])
+    DetInferencer(cfg, _save(tmp_path, dict(state_dict=state)),
+                  device='cpu', show_progress=False)
+
+
 # -- 2: a tokenizer with moved ids -----------------------------------------
 def _moved_ids_tokenizer(request, tmp_path) -> str:
     """The Shapes tokenizer with the ids of two tokens swapped."""
@@ -114,6 +126,17 @@ def tokenizer_with_moved_ids(request, tmp_path):
     assert len(theirs) == len(ours)  # same size: only a fingerprint tells
     meta = dict(tokenizer_fingerprint=tokenizer_fingerprint(ours))
     runner.load_checkpoint(_save(tmp_path, dict(meta=meta, state_dict=state)))
+
+
+def tokenizer_with_moved_ids_in_init_detector(request, tmp_path):
+    from mmdet.apis import init_detector
+
+    from lumen_mm.engine import tokenizer_fingerprint
+    cfg, _, state, ours = request.getfixturevalue('tiny_state')
+    cfg = cfg.copy()
+    cfg.model.backbone.tokenizer = _moved_ids_tokenizer(request, tmp_path)
+    meta = dict(tokenizer_fingerprint=tokenizer_fingerprint(ours))
+    init_detector(cfg, _save(tmp_path, dict(meta=meta, state_dict=state)))
 
 
 # -- 3, 7: damaged files and files that hold no checkpoint -----------------
@@ -237,6 +260,10 @@ ROWS = [
     (trainable_only_without_neck, ValueError,
      r"trainable-only checkpoint lacks \d+ trained entries of this model "
      r"\(e\.g\. \['neck\..*pass the checkpoint of this config.*" + OPT_OUT),
+    (other_configs_checkpoint_in_det_inferencer, ValueError,
+     r"ckpt\.pth' does not fit this model: 1 shapes differ.*no opt-out"),
+    (tokenizer_with_moved_ids_in_init_detector, ValueError,
+     r"ckpt\.pth' does not fit this model: it was trained with tokenizer "),
     (tokenizer_with_moved_ids, ValueError,
      r"trained with tokenizer (\d+-[0-9a-f]{16}) but the model has tokenizer "
      r"(?!\1)\d+-[0-9a-f]{16} .*Point the config's `tokenizer`.*at the "
@@ -428,9 +455,10 @@ def _losses(path: Path) -> dict:
 
 
 def test_kill_during_save_then_resume(shapes_root, tiny_state, tmp_path):
-    """``max_keep_ckpts=1``, SIGKILL while iter_4.pth is half written: the
-    run keeps iter_2.pth, no worker outlives it, and ``--resume`` trains
-    iterations 2-3 to the losses the killed run had."""
+    """``max_keep_ckpts=1``, SIGKILL while iter_4.pth is half written (by
+    mmdet's tools/train.py): the run keeps iter_2.pth, no worker outlives
+    it, and ``--resume`` trains iterations 2-3 to the losses the killed run
+    had."""
     from lumen_mm.utils import load_checkpoint
     work = tmp_path / 'work'
     cfg = tiny_config(SHAPES_CONFIG, shapes_root, work)
@@ -449,7 +477,11 @@ def test_kill_during_save_then_resume(shapes_root, tiny_state, tmp_path):
     cfg.dump(str(tmp_path / 'cfg.py'))
     env = dict(os.environ, LUMEN_TENSORBOARD='0',
                PYTHONPATH=os.pathsep.join([str(REPO / 'tests'), str(REPO)]))
-    command = [sys.executable, 'tools/train.py', str(tmp_path / 'cfg.py')]
+    # mmdet's own tool: the config's runner_type gives it LumenRunner
+    import mmdet
+    command = [sys.executable,
+               str(Path(mmdet.__file__).parent / '.mim/tools/train.py'),
+               str(tmp_path / 'cfg.py')]
 
     with open(tmp_path / 'killed.log', 'w') as log:
         proc = subprocess.Popen(

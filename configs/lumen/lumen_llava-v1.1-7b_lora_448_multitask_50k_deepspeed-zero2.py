@@ -5,6 +5,7 @@ _base_ = [
     './lumen_llava-v1.1-7b_lora_448_multitask_50k.py',
     './_base_/strategies/deepspeed_zero2.py'
 ]
+runner_type = 'FlexibleRunner'  # the strategy's runner
 optim_wrapper = dict(
     _delete_=True,
     type='DeepSpeedOptimWrapper',

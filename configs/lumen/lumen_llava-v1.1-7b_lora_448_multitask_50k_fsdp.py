@@ -6,6 +6,7 @@ _base_ = [
     './lumen_llava-v1.1-7b_lora_448_multitask_50k.py',
     './_base_/strategies/fsdp.py'
 ]
+runner_type = 'FlexibleRunner'  # the strategy's runner
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

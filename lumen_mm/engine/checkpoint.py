@@ -24,6 +24,8 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 from torch import Tensor, nn
 
+from lumen_mm.utils.safe_load import take_mmengine_read
+
 TRAINABLE_ONLY = 'trainable_only'  # key in checkpoint['meta']
 TOKENIZER_FINGERPRINT = 'tokenizer_fingerprint'  # key in checkpoint['meta']
 # key in checkpoint['meta']: name prefixes whose trained entries a
@@ -135,7 +137,8 @@ def check_checkpoint_fits(model: nn.Module,
                           filename: str,
                           strict: bool = True,
                           logger: Any = None,
-                          revise_keys=((r'^module\.', ''), )) -> None:
+                          revise_keys=((r'^module\.', ''), ),
+                          opt_out: str = OPT_OUT) -> None:
     """Raise :class:`CheckpointMismatchError` (``strict``) or warn when
     ``checkpoint`` does not fit ``model`` (:func:`checkpoint_mismatch`)."""
     problems = checkpoint_mismatch(model, checkpoint, revise_keys)
@@ -145,10 +148,25 @@ def check_checkpoint_fits(model: nn.Module,
                + '; '.join(problems) + '. Was it saved from another config? '
                'Pass the checkpoint of this config.')
     if strict:
-        raise CheckpointMismatchError(f'{message} {OPT_OUT}')
+        raise CheckpointMismatchError(f'{message} {opt_out}')
     from mmengine.logging import print_log
     print_log(f'{message} Loading it anyway ({STRICT_LOAD}=False).',
               logger=logger or 'current', level=30)
+
+
+def check_mmengine_load(model: nn.Module, state_dict: dict) -> None:
+    """Check the state dict that mmengine's ``load_state_dict`` hands
+    ``model`` outside a Runner (mmdet's ``init_detector`` and
+    ``DetInferencer``): mmengine loads it non-strictly, with one warning, and
+    the model ran half random. A Runner's load was checked (and its
+    ``strict_load`` honoured) by :class:`LumenCheckpointHook` already."""
+    read = take_mmengine_read(state_dict)
+    if read is not None:
+        check_checkpoint_fits(
+            model, dict(state_dict=state_dict, meta=read['meta']),
+            read['filename'],
+            opt_out='Outside the tools there is no opt-out: '
+            'tools/test.py takes `--cfg-options strict_load=False`.')
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -445,6 +463,7 @@ class LumenCheckpointHook(CheckpointHook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         from mmengine.runner import Runner
+        take_mmengine_read()  # checked here, with the config's strict_load
         if not isinstance(runner, Runner):  # FlexibleRunner: sharded model
             return
         filename = (getattr(runner, 'checkpoint_file', None)

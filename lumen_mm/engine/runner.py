@@ -1,8 +1,8 @@
 """``LumenRunner``: mmengine's Runner whose data-loader workers end with
 their parent and whose ``--resume`` finds the newest intact checkpoint.
-lumen_mm's tools (``lumen_mm.cli.build_runner``) build it for configs
-without a ``runner_type``; ``--cfg-options runner_type=LumenRunner`` gives
-it to mmdet's own tools. Checkpoint checks on load and atomic saves are in
+Lumen's configs name it (``runner_type``), so mmdet's own tools build it
+too; lumen_mm's tools (``lumen_mm.cli.build_runner``) also build it for
+configs without a ``runner_type``. Checkpoint checks on load and atomic saves are in
 :class:`~lumen_mm.engine.checkpoint.LumenCheckpointHook`, which every
 Runner runs.
 """
@@ -12,7 +12,8 @@ import signal
 import sys
 from typing import Callable, Optional
 
-from mmdet.registry import RUNNERS
+# the root registry: mmdet's tools build runners from mmengine's
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from .checkpoint import find_resumable_checkpoint

@@ -38,9 +38,10 @@ import os
 import os.path as osp
 import pickle
 import re
+import weakref
 import zipfile
 import zlib
-from typing import Any, Callable, List, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -273,10 +274,40 @@ def load_checkpoint(filename: str,
     return checkpoint
 
 
+# The checkpoint mmengine's loader read last, until a model loads it: its
+# file, its meta and one of its tensors (a weak reference: the tensor is how
+# the model recognises the state dict mmengine hands it).
+_mmengine_read: dict = {}
+
+
 def _mmengine_local_loader(filename: str, map_location: Any) -> dict:
     """mmengine's loader of local files (``load_from_local``) with
-    :func:`load_checkpoint`'s checks."""
-    return load_checkpoint(filename, map_location=map_location)
+    :func:`load_checkpoint`'s checks; remembers what it read (see
+    :func:`take_mmengine_read`)."""
+    checkpoint = load_checkpoint(filename, map_location=map_location)
+    state = checkpoint.get('state_dict', checkpoint)
+    tensor = next((v for v in state.values() if isinstance(v, torch.Tensor)),
+                  None)
+    _mmengine_read.clear()
+    if tensor is not None:
+        _mmengine_read.update(
+            filename=filename, meta=checkpoint.get('meta') or {},
+            tensor=weakref.ref(tensor))
+    return checkpoint
+
+
+def take_mmengine_read(state_dict: Optional[dict] = None) -> Optional[dict]:
+    """What mmengine's loader read last (``filename``, ``meta``), if
+    ``state_dict`` holds its tensors (``None``: whatever it was); forgotten
+    once taken. mmengine hands a model only the state dict, without the
+    checkpoint's meta (trainable-only, tokenizer) that checking it needs."""
+    read = dict(_mmengine_read)
+    _mmengine_read.clear()
+    tensor = read.pop('tensor', lambda: None)()
+    if tensor is None or (state_dict is not None and not any(
+            v is tensor for v in state_dict.values())):
+        return None
+    return read
 
 
 def register_checkpoint_loader() -> None:

@@ -5,6 +5,10 @@ custom_imports = dict(imports=['lumen_mm'], allow_failed_imports=False)
 # shapes, another tokenizer) is an error; `--cfg-options strict_load=False`
 # loads it with a warning (LumenCheckpointHook below).
 strict_load = True
+# mmengine's Runner whose data-loader workers end with the run and whose
+# --resume takes the newest intact checkpoint (lumen_mm/engine/runner.py);
+# named here so that mmdet's own tools build it too.
+runner_type = 'LumenRunner'
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     # mmengine's hook with atomic saves that record the tokenizer's

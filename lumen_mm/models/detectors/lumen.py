@@ -10,6 +10,7 @@ from mmdet.structures import DetDataSample, SampleList
 from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor
 
+from lumen_mm.engine.checkpoint import check_mmengine_load
 from lumen_mm.tasks import TASKS, get_task, task_test_cfg, template_of
 from ..backbones.conversation import TokenizedPrompt
 from ..backbones.llava_lmm import PromptStates
@@ -287,6 +288,11 @@ class Lumen(BaseDetector):
         meta = dict(sample.metainfo, prompts=[instruction], prompt_labels=[0])
         self._decode(sample.pred_task, preds, sample, meta, sam_embeds, i,
                      input_size, rescale)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if not prefix:  # the whole model, as mmdet's init_detector loads it
+            check_mmengine_load(self, state_dict)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _forward(self, inputs: Tensor, data_samples: SampleList = None):
         """Raw aligner outputs (heatmap and wh logits) of every prompt."""

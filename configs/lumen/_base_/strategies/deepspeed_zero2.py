@@ -2,7 +2,9 @@
 # gradients are sharded over the GPUs, bf16 as the paper's run. Needs
 # `pip install deepspeed`; launch with tools/dist_train.sh as usual. The
 # config that uses it sets optim_wrapper to DeepSpeedOptimWrapper.
-runner_type = 'FlexibleRunner'
+# The config that uses this file sets runner_type='FlexibleRunner' (its
+# other base, default_runtime.py, names LumenRunner, and two bases may not
+# set the same key).
 strategy = dict(
     type='DeepSpeedStrategy',
     zero_optimization=dict(

@@ -9,7 +9,9 @@
 # the checkpoints' names, so TrainableCheckpointHook can filter them. Without
 # a GPU, tools/dist_train.sh runs it on the CPUs with gloo
 # (tests/test_fsdp.py).
-runner_type = 'FlexibleRunner'
+# The config that uses this file sets runner_type='FlexibleRunner' (its
+# other base, default_runtime.py, names LumenRunner, and two bases may not
+# set the same key).
 strategy = dict(
     # mmengine's FSDPStrategy, fixed to clip by the whole gradient's norm,
     # to resume its optimizer under torch>=2.1 and to run on CPUs
