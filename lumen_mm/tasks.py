@@ -112,8 +112,10 @@ TEST_CFG_KEYS = ('topk', 'nms_iou', 'max_per_img', 'score_thr',
                  'mask_score_thr', 'mask_format')
 # pred_instances.masks of the mask tasks: an (n, H, W) bool tensor (mmdet's
 # convention), or a list of COCO RLE dicts (mmdet's encode_mask_results;
-# CocoMetric reads them as they are): one (H, W) mask in memory at a time
-MASK_FORMATS = ('bitmap', 'rle')
+# CocoMetric reads them as they are): one (H, W) mask in memory at a time.
+# 'auto' (the default) gives bitmaps unless they would take more than the
+# mask head's max_bitmap_bytes (100 masks of a 12000 px image: 14 GB).
+MASK_FORMATS = ('auto', 'bitmap', 'rle')
 
 
 def decode_masks(masks, shape: Tuple[int, int]):
@@ -145,7 +147,7 @@ def task_test_cfg(test_cfg: Optional[dict] = None) -> Dict[str, dict]:
         if unknown:
             raise ValueError(f'test_cfg.{task} has unknown keys '
                              f'{sorted(unknown)}; use {TEST_CFG_KEYS}.')
-        if settings.get('mask_format', 'bitmap') not in MASK_FORMATS:
+        if settings.get('mask_format', 'auto') not in MASK_FORMATS:
             raise ValueError(
                 f'test_cfg.{task}.mask_format is '
                 f"{settings['mask_format']!r}; use one of {MASK_FORMATS} "

@@ -210,14 +210,16 @@ def _box_decoder(head):
     seen = {}
 
     def prompt_encoder(points, boxes, masks):
-        seen['box'] = boxes[0]
+        seen['boxes'] = boxes
         return None, None
 
     def mask_decoder(**kwargs):
-        x1, y1, x2, y2 = seen['box']
-        inside = (((cells >= y1) & (cells <= y2))[:, None] &
-                  ((cells >= x1) & (cells <= x2))[None])
-        return (inside.float() * 20 - 10)[None, None], None
+        logits = []
+        for x1, y1, x2, y2 in seen['boxes']:
+            inside = (((cells >= y1) & (cells <= y2))[:, None] &
+                      ((cells >= x1) & (cells <= x2))[None])
+            logits.append(inside.float() * 20 - 10)
+        return torch.stack(logits)[:, None], None
 
     head.sam.prompt_encoder.forward = prompt_encoder
     head.sam.mask_decoder.forward = mask_decoder
@@ -283,3 +285,31 @@ def test_sam_image_of_another_size_and_mixed_batches(tmp_path):
         head.encode(images, [with_sam, without])
     with pytest.raises(ValueError, match="size must be SAM's input size"):
         LumenSamImage(size=0)
+
+
+def test_auto_masks_turn_to_rle_beyond_max_bitmap_bytes(tmp_path):
+    """Bitmaps while they fit max_bitmap_bytes, RLE of the same masks
+    beyond: 100 bool masks of a 12000 px image would take 14 GB."""
+    from lumen_mm.tasks import decode_masks
+    head = tiny_head(max_bitmap_bytes=2 * 60 * 150)
+    _box_decoder(head)
+    _write_image(tmp_path / 'wide.png', 60, 150)
+    sample = _pipeline(64)(dict(img_path=str(tmp_path / 'wide.png')))[
+        'data_samples']
+    fx, fy = sample.metainfo['scale_factor']
+    scale = torch.tensor([fx, fy] * 2)
+
+    def masks(n, mask_format='auto'):
+        boxes = torch.tensor([[30., 10., 120., 50.], [5., 5., 60., 40.],
+                              [70., 20., 140., 55.]])[:n] * scale
+        return head.predict(torch.zeros(1, 8, 4, 4),
+                            InstanceData(bboxes=boxes), sample.metainfo,
+                            (48, 48), True, mask_format=mask_format).masks
+
+    assert masks(2).dtype == torch.bool  # 2 x 9000 bytes: at the limit
+    encoded = masks(3)
+    assert isinstance(encoded, list) and len(encoded) == 3
+    assert torch.equal(decode_masks(encoded, (60, 150)),
+                       masks(3, 'bitmap'))
+    with pytest.raises(ValueError, match="mask_format is 'png'; use one of"):
+        masks(1, 'png')

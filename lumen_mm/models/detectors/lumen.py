@@ -258,7 +258,7 @@ class Lumen(BaseDetector):
                 results = results[results.scores > cfg['mask_score_thr']]
             results = self.mask_head.predict(
                 sam_embeds()[[i]], results, img_meta, input_size, rescale,
-                mask_format=cfg.get('mask_format', 'bitmap'))
+                mask_format=cfg.get('mask_format', 'auto'))
         sample.pred_instances = results
 
     def _answer(self, out: Stage1Output, i: int, sample: DetDataSample,

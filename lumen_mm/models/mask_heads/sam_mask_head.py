@@ -26,7 +26,7 @@ from segment_anything.modeling import (ImageEncoderViT, MaskDecoder,
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import Tensor
 
-from lumen_mm.tasks import get_task
+from lumen_mm.tasks import MASK_FORMATS, get_task
 
 SAM_TYPES = ('vit_h', 'vit_l', 'vit_b', 'tiny')
 # Official checkpoints (github.com/facebookresearch/segment-anything).
@@ -170,6 +170,8 @@ class SamMaskHead(BaseModule):
             SAM's own.
         loss_mask / loss_dice: losses on the mask logits (only used when a
             part of SAM trains).
+        max_bitmap_bytes: with ``test_cfg`` ``mask_format='auto'``, the
+            most one image's bool masks may take; beyond, they come as RLE.
         init_cfg: mmengine initialisation config.
     """
 
@@ -187,8 +189,10 @@ class SamMaskHead(BaseModule):
                      loss_weight=1.0),
                  loss_dice: dict = dict(
                      type='DiceLoss', use_sigmoid=True, loss_weight=1.0),
+                 max_bitmap_bytes: int = 1 << 30,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.max_bitmap_bytes = max_bitmap_bytes
         if sam_type not in SAM_TYPES:
             raise ValueError(f'Unknown sam_type {sam_type!r}; expected one '
                              f'of {SAM_TYPES}.')
@@ -378,7 +382,7 @@ class SamMaskHead(BaseModule):
 
     def predict(self, image_embedding: Tensor, results: InstanceData,
                 img_meta: dict, input_size: Tuple[int, int],
-                rescale: bool, mask_format: str = 'bitmap') -> InstanceData:
+                rescale: bool, mask_format: str = 'auto') -> InstanceData:
         """Masks of one image's decoded boxes (input pixels), as
         ``SamPredictor.predict_torch`` + ``postprocess_masks`` give them:
         SAM's logits resized straight to the original frame with
@@ -388,21 +392,24 @@ class SamMaskHead(BaseModule):
 
         ``mask_format='bitmap'`` gives (n, H, W) bool masks; ``'rle'`` a
         list of COCO RLE dicts (mmdet's ``encode_mask_results``), which
-        mmdet's ``CocoMetric`` reads as they are.
+        mmdet's ``CocoMetric`` reads as they are; ``'auto'`` bitmaps unless
+        they would take more than ``max_bitmap_bytes``, then RLE.
 
         Memory: per mask, the float logits of its window only
         (:meth:`paste_mask`), not n float maps of the original's size (57.6
         GB for 100 masks of a 12000 x 12000 image); then the n bool masks,
         or with RLE one (H, W) bool mask at a time.
         """
-        if mask_format not in ('bitmap', 'rle'):
-            raise ValueError(f"mask_format is {mask_format!r}; use 'bitmap' "
-                             "or 'rle'.")
+        if mask_format not in MASK_FORMATS:
+            raise ValueError(f'mask_format is {mask_format!r}; use one of '
+                             f'{MASK_FORMATS}.')
         frame = self.sam_frame(img_meta, input_size)
         size = (tuple(img_meta['ori_shape'][:2])
                 if rescale and 'ori_shape' in img_meta else frame.content)
         boxes = results.bboxes
-        rle = mask_format == 'rle'
+        rle = mask_format == 'rle' or (
+            mask_format == 'auto'
+            and len(boxes) * size[0] * size[1] > self.max_bitmap_bytes)
         masks = boxes.new_zeros((1 if rle else len(boxes), *size),
                                 dtype=torch.bool)
         encoded = []
