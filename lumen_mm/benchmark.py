@@ -3,7 +3,13 @@
 Inference runs ``model.test_step`` on synthetic images (random pixels at the
 config's input size), each asked about C class names, and reports images/s,
 milliseconds per stage, LLM tokens per image and peak memory. ``--train``
-times ``model.train_step`` (forward, backward, AdamW step) instead.
+times ``model.train_step`` (forward, backward, AdamW step) instead, on
+batches drawn from the config's own training set as its training draws them
+(``LumenMultiTaskDataset``, ``LumenMultiTaskSampler``, every pipeline), and
+reports each step's images, prompts and LLM tokens by task;
+``--train-data synthetic`` keeps the synthetic batches of one detection
+prompt per class. ``--profile FILE`` writes a torch.profiler table of the
+timed steps.
 
 Stages are timed by forward hooks on the model's modules, so the model holds
 no timing code and runs untouched when no benchmark is attached:
@@ -59,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--dtype', default='fp32', choices=list(DTYPES))
     parser.add_argument(
         '--classes', type=int, default=80, help='prompts (class names) per '
-        'image')
+        'image (inference, --train-data synthetic)')
     parser.add_argument(
         '--images', type=int, default=8, help='images timed (training: '
         'samples, rounded up to whole batches)')
@@ -75,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
         'alone (the per-prompt loop)')
     parser.add_argument(
         '--train', action='store_true', help='time training steps')
+    parser.add_argument(
+        '--train-data',
+        default='config',
+        choices=['config', 'synthetic'],
+        help="training batches: drawn from the config's training set and "
+        'pipelines (config), or synthetic images asked --classes names')
+    parser.add_argument(
+        '--profile', help='write a torch.profiler table of the timed '
+        'training steps here')
     parser.add_argument(
         '--grad-checkpointing',
         action=argparse.BooleanOptionalAction,
@@ -223,6 +238,49 @@ def synthetic_batch(num_images: int, image_size: int, names: List[str],
                     0, len(names), (num, ), generator=generator))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
+
+
+def config_batches(cfg, model: nn.Module, num_batches: int,
+                   batch_size: int, seed: int) -> List[dict]:
+    """``num_batches`` training batches as the config's training draws them
+    (its dataset, ``LumenMultiTaskSampler``, pipelines, pseudo-collate),
+    each with ``stats``: images, prompts and LLM tokens by task (counted as
+    :func:`~lumen_mm.analysis.prompt_budget.count_batch` counts them)."""
+    import copy
+    import random
+
+    import numpy as np
+    from mmdet.registry import DATASETS
+    from mmengine.dataset import pseudo_collate
+
+    from lumen_mm.analysis.prompt_budget import batch_queries, count_batch
+    from lumen_mm.datasets import LumenMultiTaskSampler
+    dataset_cfg = cfg.train_dataloader.dataset
+    if dataset_cfg.get('type') != 'LumenMultiTaskDataset':
+        raise TypeError(
+            "--train-data config draws a LumenMultiTaskDataset's mix; this "
+            f"config trains on {dataset_cfg.get('type')!r}: pass "
+            '--train-data synthetic.')
+    dataset = DATASETS.build(copy.deepcopy(dataset_cfg))
+    drawn = LumenMultiTaskSampler(dataset, seed=seed).indices(
+        0, num_batches * batch_size).reshape(num_batches, batch_size)
+    np.random.seed(seed)  # the pipelines' own draws (prompts, flips)
+    random.seed(seed)
+    batches = []
+    for indices in drawn:
+        tasks = [dataset.task_of(int(i)) for i in indices]
+        batch = pseudo_collate([dataset[int(i)] for i in indices])
+        queries = batch_queries(model.backbone, batch['data_samples'])
+        tokens, _ = count_batch(model.backbone, queries, tasks)
+        stats = dict(images={}, prompts={}, llm_tokens=tokens)
+        for task in tasks:
+            stats['images'][task] = stats['images'].get(task, 0) + 1
+        for q in queries:
+            task = tasks[q.image]
+            stats['prompts'][task] = stats['prompts'].get(task, 0) + 1
+        batch['stats'] = stats
+        batches.append(batch)
+    return batches
 
 
 class StageTimer:
@@ -428,37 +486,73 @@ def benchmark_inference(model: nn.Module, batch: dict, steps: int,
         **peak_memory(device))
 
 
-def benchmark_training(model: nn.Module, batch: dict, steps: int,
-                       warmup: int, device: torch.device, autocast) -> dict:
-    """samples/s of full training steps (AdamW on the trainable
-    parameters), peak memory."""
+def benchmark_training(model: nn.Module, batches: List[dict], steps: int,
+                       warmup: int, device: torch.device, autocast,
+                       profile: Optional[str] = None) -> dict:
+    """samples/s and prompts/s of full training steps (AdamW on the
+    trainable parameters) over ``batches`` in turn, peak memory, and each
+    step's seconds with its batch's ``stats`` (when it has them)."""
     from mmengine.optim import OptimWrapper
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optim_wrapper = OptimWrapper(torch.optim.AdamW(params, lr=1e-5))
-    for _ in range(warmup):
+
+    def step(i: int) -> dict:
+        batch = {k: v for k, v in batches[i % len(batches)].items()
+                 if k != 'stats'}
         with autocast:
-            model.train_step(batch, optim_wrapper)
+            return model.train_step(batch, optim_wrapper)
+
+    for i in range(warmup):
+        step(i)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     tokens = TokenCounter(model.backbone)
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        with autocast:
-            losses = model.train_step(batch, optim_wrapper)
-    sync()
-    seconds = time.perf_counter() - start
+    profiler = _profiler(device) if profile else contextlib.nullcontext()
+    per_step = []
+    with profiler:
+        for i in range(warmup, warmup + steps):
+            sync()
+            start = time.perf_counter()
+            losses = step(i)
+            sync()
+            per_step.append(dict(
+                seconds=time.perf_counter() - start,
+                **batches[i % len(batches)].get('stats', {})))
     tokens.remove()
-    samples = steps * len(batch['inputs'])
+    if profile:
+        _write_profile(profiler, profile, device)
+    seconds = sum(s['seconds'] for s in per_step)
+    samples = sum(len(batches[i % len(batches)]['inputs'])
+                  for i in range(warmup, warmup + steps))
+    prompts = sum(sum(s.get('prompts', {}).values()) for s in per_step)
     return dict(
         samples_per_s=samples / seconds,
         ms_per_step=1000 * seconds / steps,
+        **(dict(prompts_per_s=prompts / seconds,
+                prompts_per_step=prompts / steps) if prompts else {}),
         last_loss=float(losses['loss'].detach()),
         trainable_parameters=sum(p.numel() for p in params),
         **_tokens_per_image(tokens.totals, samples),
-        **peak_memory(device))
+        **peak_memory(device),
+        steps=per_step)
+
+
+def _profiler(device: torch.device):
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    if device.type == 'cuda':
+        activities.append(ProfilerActivity.CUDA)
+    return profile(activities=activities)
+
+
+def _write_profile(profiler, path: str, device: torch.device) -> None:
+    """The profiler's operators by total time (CUDA's on a GPU)."""
+    key = 'cuda_time_total' if device.type == 'cuda' else 'cpu_time_total'
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(profiler.key_averages().table(sort_by=key, row_limit=40))
 
 
 def main(argv: Optional[list] = None) -> dict:
@@ -493,14 +587,24 @@ def _benchmark(args: argparse.Namespace, argv: Optional[list]) -> dict:
     build_s = time.perf_counter() - start
 
     lmm = model.backbone
-    generator = torch.Generator().manual_seed(args.seed)
-    batch = synthetic_batch(args.batch_size, lmm.aligner_image_size,
-                            class_names(args.classes), args.train, generator)
     steps = math.ceil(args.images / args.batch_size)
     autocast = torch.autocast(device.type, dtype=dtype) \
         if dtype != torch.float32 else contextlib.nullcontext()
-    run = benchmark_training if args.train else benchmark_inference
-    results = run(model, batch, steps, args.warmup, device, autocast)
+    if args.train and args.train_data == 'config':
+        # (the data preprocessor moves them to the device)
+        batches = config_batches(cfg, model, args.warmup + steps,
+                                 args.batch_size, args.seed)
+    else:
+        generator = torch.Generator().manual_seed(args.seed)
+        batches = [synthetic_batch(args.batch_size, lmm.aligner_image_size,
+                                   class_names(args.classes), args.train,
+                                   generator)]
+    if args.train:
+        results = benchmark_training(model, batches, steps, args.warmup,
+                                     device, autocast, args.profile)
+    else:
+        results = benchmark_inference(model, batches[0], steps, args.warmup,
+                                      device, autocast)
 
     report = dict(
         task='train' if args.train else 'inference',
@@ -511,6 +615,7 @@ def _benchmark(args: argparse.Namespace, argv: Optional[list]) -> dict:
                  or 'config'),
         dropped_weights=cfg.get('dropped_weights', []),
         mode=args.mode,
+        train_data=args.train_data if args.train else None,
         prompt_mode=lmm.prompt_mode,
         dtype=args.dtype,
         classes=args.classes,

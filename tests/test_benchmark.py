@@ -129,14 +129,39 @@ def test_benchmark_trains_with_lora_and_checkpointing(tiny_cfg, tmp_path):
         lora=dict(r=4, lora_alpha=8), freeze_vision=True)
     path = tmp_path / 'lora.py'
     tiny_cfg.dump(str(path))
-    report = _run(path, tmp_path, '--train', '--classes', '2',
-                  '--batch-size', '2', '--grad-checkpointing', '--dtype',
-                  'bf16')
+    report = _run(path, tmp_path, '--train', '--train-data', 'synthetic',
+                  '--classes', '2', '--batch-size', '2',
+                  '--grad-checkpointing', '--dtype', 'bf16')
     assert report['task'] == 'train' and report['lora']
     assert report['gradient_checkpointing']
     assert report['samples_per_s'] > 0
     assert 0 < report['trainable_parameters'] < report['parameters']
     assert torch.isfinite(torch.tensor(report['last_loss']))
+
+
+def test_training_benchmark_draws_the_configs_mix(cfg_path, tiny_cfg,
+                                                  tmp_path):
+    """--train times batches of the config's own training draw and reports
+    each step's images, prompts and LLM tokens by task, and a profile."""
+    from lumen_mm.analysis.prompt_budget import prompt_budget
+    report = _run(cfg_path, tmp_path, '--train', '--images', '6',
+                  '--batch-size', '3', '--profile',
+                  str(tmp_path / 'prof.txt'))
+    assert report['train_data'] == 'config' and len(report['steps']) == 2
+    tasks = set(tiny_cfg.train_dataloader.dataset.sample_rates)
+    for step in report['steps']:
+        assert step['seconds'] > 0 and set(step['images']) <= tasks
+        assert sum(step['images'].values()) == 3
+        assert set(step['prompts']) == set(step['llm_tokens']) == set(
+            step['images'])
+    prompts = sum(sum(s['prompts'].values()) for s in report['steps'])
+    assert report['prompts_per_step'] == prompts / 2
+    assert report['prompts_per_s'] == pytest.approx(
+        report['samples_per_s'] * prompts / 6)
+    # the same draw as the prompt budget's (warm-up batch first)
+    budget = prompt_budget(tiny_cfg, num_batches=3, batch_size=3)
+    assert prompts / 2 <= budget['total']['prompts_per_batch_max']
+    assert 'aten::' in (tmp_path / 'prof.txt').read_text()
 
 
 def test_random_init_uses_the_config_shapes(tiny_cfg, tmp_path):
