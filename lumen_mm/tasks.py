@@ -79,7 +79,8 @@ TASKS: Dict[str, Task] = {
         Task('count', 'classes', 'count', template='det',
              test_cfg=dict(topk=100, score_thr=0.3),
              meta_keys=('gt_count', )),
-        Task('vqa', 'conversation', 'text', meta_keys=('answers', )),
+        Task('vqa', 'conversation', 'text',
+             meta_keys=('answers', 'question_type')),
         Task('instruction', 'instruction', 'text'),
     )
 }

@@ -186,3 +186,25 @@ def test_pose_bad_input(keypoint_files):
     del sample['id']
     with pytest.raises(ValueError, match="annotation id"):
         metric.process({}, [sample])
+
+
+def test_vqa_accuracy_per_question_kind(tmp_path):
+    """Lumen-Shapes' questions carry their kind (``type``): the metric
+    reports each kind's accuracy beside the overall one."""
+    from lumen_mm.datasets import LumenVQADataset
+    items = [dict(id=str(i), image='a.png', type=kind, conversations=[
+        dict(**{'from': 'human', 'value': '<image>\nQ?'}),
+        dict(**{'from': 'gpt', 'value': answer})])
+        for i, (kind, answer) in enumerate(
+            [('count', '2'), ('count', '3'), ('colour', 'red')])]
+    (tmp_path / 'qa.json').write_text(json.dumps(items))
+    data = LumenVQADataset(ann_file=str(tmp_path / 'qa.json'), pipeline=[],
+                           lazy_init=True).load_data_list()
+    assert [d['question_type'] for d in data] == ['count', 'count', 'colour']
+    metric = METRICS.build(dict(type='VQAMetric'))
+    metric.process({}, [
+        dict(pred_text=p, answers=[a], question_type=d['question_type'])
+        for d, p, a in zip(data, ['2', '4', 'Red.'], ['2', '3', 'red'])])
+    assert metric.evaluate(3) == {'vqa/accuracy': 2 / 3,
+                                  'vqa/accuracy_count': 0.5,
+                                  'vqa/accuracy_colour': 1.0}

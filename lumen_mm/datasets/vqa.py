@@ -61,11 +61,13 @@ class LumenVQADataset(BaseDataset):
                 trailing += 1
             if not turns:  # it was a lone answer or question
                 continue
-            data_list.append(
-                dict(
-                    img_path=osp.join(self.data_prefix['img'], item['image']),
-                    img_id=str(item.get('id', len(data_list))),
-                    conversation=self._pairs(item, turns)))
+            info = dict(
+                img_path=osp.join(self.data_prefix['img'], item['image']),
+                img_id=str(item.get('id', len(data_list))),
+                conversation=self._pairs(item, turns))
+            if 'type' in item:  # a question kind (Lumen-Shapes writes one)
+                info['question_type'] = str(item['type'])
+            data_list.append(info)
         if leading or trailing:
             print_log(
                 f'{self.ann_file}: dropped the leading non-human turn of '

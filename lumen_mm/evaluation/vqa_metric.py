@@ -15,14 +15,21 @@ def normalize_answer(text: str) -> str:
 @METRICS.register_module()
 class VQAMetric(BaseMetric):
     """Exact-match accuracy of ``pred_text`` against the last answer of the
-    sample's conversation (``answers`` in its metainfo)."""
+    sample's conversation (``answers`` in its metainfo), and per question
+    kind (``accuracy_<kind>``) when the samples carry a ``question_type``
+    (the ``type`` of a LLaVA-Instruct-style item)."""
     default_prefix = 'vqa'
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
-            self.results.append(
+            self.results.append((
                 normalize_answer(sample['pred_text']) == normalize_answer(
-                    sample['answers'][-1]))
+                    sample['answers'][-1]), sample.get('question_type')))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
-        return dict(accuracy=sum(results) / max(len(results), 1))
+        metrics = dict(
+            accuracy=sum(r for r, _ in results) / max(len(results), 1))
+        for kind in sorted({k for _, k in results if k is not None}):
+            hits = [r for r, k in results if k == kind]
+            metrics[f'accuracy_{kind}'] = sum(hits) / len(hits)
+        return metrics
