@@ -1,7 +1,7 @@
 """Imported (``custom_imports``) by the training subprocess of
-tests/test_hostile_checkpoints.py: records each iteration's losses, and,
-when ``LUMEN_TEST_PAUSE_SAVE`` names a file, writes half of that file,
-leaves a ``paused`` marker beside it and waits for the test's SIGKILL."""
+tests/test_hostile.py: records each iteration's losses, and, when
+``LUMEN_TEST_PAUSE_SAVE`` names a file, writes half of that file, leaves a
+``paused`` marker beside it and waits for the test's SIGKILL."""
 import json
 import os
 import os.path as osp
