@@ -725,6 +725,8 @@ def rle_masks_hold_one_full_size_mask_at_a_time(request, tmp_path):
     image = np.random.default_rng(2).integers(0, 256, (50, 70, 3), np.uint8)
     cfg = seg.model.test_cfg['seg']
     bitmap = seg(image, task='seg', classes=CLASSES)
+    # SAM's copy of the image is an input: results (--out pickles) lack it
+    assert 'sam_image' not in bitmap
     try:
         cfg['mask_format'] = 'rle'
         with mock.patch('lumen_mm.models.mask_heads.sam_mask_head.'

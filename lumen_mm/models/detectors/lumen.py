@@ -231,6 +231,11 @@ class Lumen(BaseDetector):
             preds = {k: v[mine].float() for k, v in out.preds.items()}
             self._decode(task.name, preds, sample, sample.metainfo,
                          sam_embeds, i, input_size, rescale)
+        for sample in data_samples:
+            # an input (SAM's copy of the original), not a result: kept, it
+            # went into every --out pickle, 3 MB a sample at 1024 px
+            if 'sam_image' in sample:
+                del sample.sam_image
         return data_samples
 
     # -- Stage 2: each task's decoder (Sec. 3.2.2) -------------------------
