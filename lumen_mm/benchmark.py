@@ -32,7 +32,7 @@ import platform
 import resource
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -272,13 +272,10 @@ def config_batches(cfg, model: nn.Module, num_batches: int,
         batch = pseudo_collate([dataset[int(i)] for i in indices])
         queries = batch_queries(model.backbone, batch['data_samples'])
         tokens, _ = count_batch(model.backbone, queries, tasks)
-        stats = dict(images={}, prompts={}, llm_tokens=tokens)
-        for task in tasks:
-            stats['images'][task] = stats['images'].get(task, 0) + 1
-        for q in queries:
-            task = tasks[q.image]
-            stats['prompts'][task] = stats['prompts'].get(task, 0) + 1
-        batch['stats'] = stats
+        batch['stats'] = dict(
+            images=dict(Counter(tasks)),
+            prompts=dict(Counter(tasks[q.image] for q in queries)),
+            llm_tokens=tokens)
         batches.append(batch)
     return batches
 

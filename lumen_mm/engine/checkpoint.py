@@ -334,7 +334,6 @@ class TrainableCheckpointHook(Hook):
             meta=checkpoint['meta'])
 
 
-
 def commit_file(tmp_path: str, path: str) -> None:
     """Move the complete file ``tmp_path`` to ``path`` atomically: its
     bytes reach the disk first, then the rename, then the directory entry.
@@ -438,9 +437,9 @@ class LumenCheckpointHook(CheckpointHook):
     in place: with ``max_keep_ckpts=1``, a run killed during a save had no
     checkpoint left. Here the new checkpoint is written completely first
     (under a temporary name, then renamed), then ``last_checkpoint`` is
-    replaced atomically, and only then is the old checkpoint deleted. What the message hub
-    records (``keep_ckpt_ids``, ``last_ckpt``) is what mmengine records, so
-    resuming behaves as with mmengine's hook.
+    replaced atomically, and only then is the old checkpoint deleted. What
+    the message hub records (``keep_ckpt_ids``, ``last_ckpt``) is what
+    mmengine records, so resuming behaves as with mmengine's hook.
 
     Saves are atomic: ``runner.save_checkpoint`` writes a temporary name in
     the same directory, then :func:`commit_file` fsyncs and renames it

@@ -2,9 +2,9 @@
 their parent and whose ``--resume`` finds the newest intact checkpoint.
 Lumen's configs name it (``runner_type``), so mmdet's own tools build it
 too; lumen_mm's tools (``lumen_mm.cli.build_runner``) also build it for
-configs without a ``runner_type``. Checkpoint checks on load and atomic saves are in
-:class:`~lumen_mm.engine.checkpoint.LumenCheckpointHook`, which every
-Runner runs.
+configs without a ``runner_type``. Checkpoint checks on load and atomic
+saves are in :class:`~lumen_mm.engine.checkpoint.LumenCheckpointHook`,
+which every Runner runs.
 """
 import ctypes
 import os

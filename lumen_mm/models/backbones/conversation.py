@@ -14,8 +14,9 @@ Special tokens are only ever inserted by id. The text between two of them is
 tokenised as one string, as LLaVA tokenised a whole prompt (a SentencePiece
 tokenizer marks the start of every string it is given with "▁", so text cut
 into pieces would get marks LLaVA never saw). User text (class names,
-referring sentences, questions) is tokenised with ``split_special_tokens=True``,
-so a description that contains ``[LOC]`` or ``<image>`` stays plain text.
+referring sentences, questions) is tokenised with
+``split_special_tokens=True``, so a description that contains ``[LOC]`` or
+``<image>`` stays plain text.
 """
 from bisect import bisect_right
 from dataclasses import dataclass, field

@@ -15,6 +15,7 @@ from lumen_mm.tasks import TASKS, get_task, task_test_cfg, template_of
 from ..backbones.conversation import TokenizedPrompt
 from ..backbones.llava_lmm import PromptStates
 
+
 class Query(NamedTuple):
     """One prompt of a batch: its image, tokens and heatmap targets."""
     image: int
