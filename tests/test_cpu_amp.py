@@ -42,6 +42,44 @@ def test_refuses_float16_and_models_off_the_cpu():
             pass
 
 
+def test_float32_modules_run_without_the_autocast():
+    """A named submodule computes in float32 on float32 inputs inside the
+    training context, and is itself again afterwards."""
+    seen = []
+
+    class Recording(nn.Linear):
+
+        def forward(self, x):
+            out = super().forward(x)
+            seen.append((x.dtype, out.dtype))
+            return out
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(Recording(4, 3)))
+    wrapper = CpuAmpOptimWrapper(
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        float32_modules=['1.0'])
+    x = torch.randn(5, 4)
+    with wrapper.optim_context(model):
+        out = model(x)
+    assert seen == [(torch.float32, torch.float32)]
+    assert out.dtype == torch.float32
+    # the first layer still ran in bfloat16: its output is what the float32
+    # layer was given, rounded
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        first = model[0](x)
+    assert torch.equal(out, model[1](first.float()))
+    assert 'forward' not in vars(model[1][0])
+    # the gradient reaches the bfloat16 layer through the float32 one
+    out.pow(2).mean().backward()
+    assert model[0].weight.grad.abs().sum() > 0
+    with pytest.raises(AttributeError, match="'2.0'.*top-level modules: 0, 1"):
+        with CpuAmpOptimWrapper(
+                optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                float32_modules='2.0').optim_context(model):
+            pass
+
+
 def test_heatmap_losses_in_float32_under_autocast():
     """bfloat16 maps give the losses of the same maps in float32: in
     bfloat16 the clamp to 1 - 1e-4 would round to 1."""

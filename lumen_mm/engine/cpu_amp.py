@@ -10,7 +10,8 @@ of the all-task Shapes config took 0.60-0.63 s against 0.78-0.80 s (with
 affected: the val and test loops run outside the optimiser's context, in
 float32.
 """
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import Any, Sequence
 
 import torch
 from mmdet.registry import OPTIM_WRAPPERS
@@ -23,17 +24,28 @@ class CpuAmpOptimWrapper(OptimWrapper):
     """``OptimWrapper`` whose forward (``optim_context``) runs under
     ``torch.autocast('cpu', dtype=torch.bfloat16)``.
 
+    ``float32_modules`` names submodules (``model.get_submodule`` paths,
+    e.g. ``'backbone.llava.model.language_model'``) whose forward runs
+    without the autocast, on float32 inputs: the parts where bfloat16's 8-bit
+    mantissa costs accuracy (docs/studies/bf16_cpu.md).
+
     On a GPU, use mmengine's ``AmpOptimWrapper`` instead.
     """
 
-    def __init__(self, dtype: str = 'bfloat16', **kwargs) -> None:
+    def __init__(self,
+                 dtype: str = 'bfloat16',
+                 float32_modules: Sequence[str] = (),
+                 **kwargs) -> None:
         if dtype != 'bfloat16':
             raise ValueError(
                 f'CpuAmpOptimWrapper autocasts to bfloat16 only, got '
                 f'dtype={dtype!r}: float16 needs loss scaling, which '
                 "mmengine's AmpOptimWrapper does on a GPU.")
+        if isinstance(float32_modules, str):
+            float32_modules = (float32_modules, )
         super().__init__(**kwargs)
         self.cast_dtype = torch.bfloat16
+        self.float32_modules = tuple(float32_modules)
 
     @contextmanager
     def optim_context(self, model: nn.Module):
@@ -45,5 +57,55 @@ class CpuAmpOptimWrapper(OptimWrapper):
                 f'is on {device}: use optim_wrapper=dict(type='
                 "'AmpOptimWrapper', dtype='bfloat16') there.")
         with super().optim_context(model), torch.autocast(
-                'cpu', dtype=self.cast_dtype):
+                'cpu', dtype=self.cast_dtype), ExitStack() as stack:
+            # DDP and FSDP wrappers hold the model as .module
+            inner = getattr(model, 'module', model)
+            for name in self.float32_modules:
+                stack.enter_context(_in_float32(_submodule(inner, name)))
             yield
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        tops = ', '.join(n for n, _ in model.named_children())
+        raise AttributeError(
+            f'CpuAmpOptimWrapper(float32_modules=...) names {name!r}, which '
+            f'{type(model).__name__} does not have; give a dotted path from '
+            f'the model (its top-level modules: {tops}), as '
+            'model.named_modules() lists it.') from None
+
+
+def _to_float32(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.float()
+    if isinstance(value, tuple) and hasattr(value, '_fields'):
+        return type(value)(*map(_to_float32, value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(map(_to_float32, value))
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    return value
+
+
+@contextmanager
+def _in_float32(module: nn.Module):
+    """While the context lasts, ``module``'s forward runs on float32 inputs
+    with the autocast off (an instance attribute shadows the class's
+    forward; ``nn.Module.__call__`` calls ``self.forward``)."""
+    own = module.__dict__.get('forward')
+    forward = module.forward
+
+    def float32_forward(*args, **kwargs):
+        with torch.autocast('cpu', enabled=False):
+            return forward(*_to_float32(args), **_to_float32(kwargs))
+
+    module.forward = float32_forward
+    try:
+        yield
+    finally:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
