@@ -33,7 +33,7 @@ import resource
 import sys
 import time
 from collections import Counter, defaultdict
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -485,15 +485,23 @@ def benchmark_inference(model: nn.Module, batch: dict, steps: int,
 
 def benchmark_training(model: nn.Module, batches: List[dict], steps: int,
                        warmup: int, device: torch.device, autocast,
-                       profile: Optional[str] = None) -> dict:
+                       profile: Optional[str] = None,
+                       float32_modules: Sequence[str] = ()) -> dict:
     """samples/s and prompts/s of full training steps (AdamW on the
     trainable parameters) over ``batches`` in turn, peak memory, and each
-    step's seconds with its batch's ``stats`` (when it has them)."""
+    step's seconds with its batch's ``stats`` (when it has them).
+    ``float32_modules`` run outside the (CPU bfloat16) autocast, as
+    :class:`CpuAmpOptimWrapper` runs them in training."""
     from mmengine.optim import OptimWrapper
+
+    from lumen_mm.engine import CpuAmpOptimWrapper
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optim_wrapper = OptimWrapper(torch.optim.AdamW(params, lr=1e-5))
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    optim_wrapper = CpuAmpOptimWrapper(
+        optimizer=optimizer, float32_modules=float32_modules
+    ) if float32_modules else OptimWrapper(optimizer)
 
     def step(i: int) -> dict:
         batch = {k: v for k, v in batches[i % len(batches)].items()
@@ -573,6 +581,16 @@ def main(argv: Optional[list] = None) -> dict:
         torch.set_num_threads(threads)
 
 
+def config_float32_modules(cfg, device: torch.device,
+                           dtype: torch.dtype) -> List[str]:
+    """The modules that a CPU bfloat16 training step of ``cfg`` keeps in
+    float32 (``CpuAmpOptimWrapper``'s ``float32_modules``)."""
+    if device.type != 'cpu' or dtype != torch.bfloat16:
+        return []
+    names = cfg.get('optim_wrapper', {}).get('float32_modules', ())
+    return [names] if isinstance(names, str) else list(names)
+
+
 def _benchmark(args: argparse.Namespace, argv: Optional[list]) -> dict:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
@@ -596,9 +614,12 @@ def _benchmark(args: argparse.Namespace, argv: Optional[list]) -> dict:
         batches = [synthetic_batch(args.batch_size, lmm.aligner_image_size,
                                    class_names(args.classes), args.train,
                                    generator)]
+    float32_modules = config_float32_modules(cfg, device, dtype) \
+        if args.train else []
     if args.train:
         results = benchmark_training(model, batches, steps, args.warmup,
-                                     device, autocast, args.profile)
+                                     device, autocast, args.profile,
+                                     float32_modules)
     else:
         results = benchmark_inference(model, batches[0], steps, args.warmup,
                                       device, autocast)
@@ -615,6 +636,7 @@ def _benchmark(args: argparse.Namespace, argv: Optional[list]) -> dict:
         train_data=args.train_data if args.train else None,
         prompt_mode=lmm.prompt_mode,
         dtype=args.dtype,
+        float32_modules=float32_modules,
         classes=args.classes,
         images=steps * args.batch_size,
         batch_size=args.batch_size,

@@ -164,6 +164,28 @@ def test_training_benchmark_draws_the_configs_mix(cfg_path, tiny_cfg,
     assert 'aten::' in (tmp_path / 'prof.txt').read_text()
 
 
+def test_training_benchmark_keeps_the_configs_float32_modules(tiny_cfg,
+                                                              tmp_path):
+    """A CPU bfloat16 training benchmark runs the step as the config's
+    CpuAmpOptimWrapper does: its float32 modules out of the autocast (a
+    module the model lacks fails by name)."""
+    tiny_cfg.optim_wrapper = dict(
+        type='CpuAmpOptimWrapper', float32_modules=['neck.text_proj'],
+        optimizer=dict(type='AdamW', lr=1e-4))
+    path = tmp_path / 'fp32.py'
+    tiny_cfg.dump(str(path))
+    args = ('--train', '--train-data', 'synthetic', '--classes', '2',
+            '--batch-size', '2')
+    report = _run(path, tmp_path, *args, '--dtype', 'bf16')
+    assert report['float32_modules'] == ['neck.text_proj']
+    assert torch.isfinite(torch.tensor(report['last_loss']))
+    assert _run(path, tmp_path, *args)['float32_modules'] == []
+    tiny_cfg.optim_wrapper.float32_modules = ['neck.no_such_proj']
+    tiny_cfg.dump(str(path))
+    with pytest.raises(AttributeError, match="'neck.no_such_proj'"):
+        _run(path, tmp_path, *args, '--dtype', 'bf16')
+
+
 def test_random_init_uses_the_config_shapes(tiny_cfg, tmp_path):
     """The paper config names LLaVA weights that are not here: --random-init
     builds the same shapes without them; without shapes it says so."""
