@@ -5,9 +5,11 @@
 #   patches (docs/studies/high_res_encoder.md);
 # - counting sampled 0.45 for 3000 iterations: a counting image asks one
 #   prompt where a detection image asks six (docs/studies/counting_samples.md);
-# - training steps under bfloat16 autocast, to fit the 40-minute budget
+# - training steps under bfloat16 autocast, to fit the 40-minute budget,
+#   with the LLM and the [LOC] projection in float32
 #   (docs/studies/bf16_cpu.md).
-# Measured numbers (seeds 0 / 1 / 2): configs/lumen/README.md.
+# Measured numbers (data seeds 0-3, training seeds 0-1):
+# configs/lumen/README.md.
 _base_ = './lumen_tiny_shapes_all_tasks.py'
 model = dict(
     # eager attention: faster than SDPA under bfloat16 autocast on the CPU
