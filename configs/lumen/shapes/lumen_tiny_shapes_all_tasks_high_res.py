@@ -8,7 +8,7 @@
 # - training steps under bfloat16 autocast, to fit the 40-minute budget,
 #   with the LLM and the [LOC] projection in float32
 #   (docs/studies/bf16_cpu.md).
-# Measured numbers (data seeds 0-3, training seeds 0-1):
+# Measured numbers (data seeds 0-3, training seeds 0-2):
 # configs/lumen/README.md.
 _base_ = './lumen_tiny_shapes_all_tasks.py'
 model = dict(
