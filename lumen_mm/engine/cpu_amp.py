@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 from mmdet.registry import OPTIM_WRAPPERS
 from mmengine.optim import OptimWrapper
+from mmengine.utils import apply_to
 from torch import nn
 
 
@@ -77,16 +78,12 @@ def _submodule(model: nn.Module, name: str) -> nn.Module:
             'model.named_modules() lists it.') from None
 
 
-def _to_float32(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return value.float()
-    if isinstance(value, tuple) and hasattr(value, '_fields'):
-        return type(value)(*map(_to_float32, value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(map(_to_float32, value))
-    if isinstance(value, dict):
-        return {k: _to_float32(v) for k, v in value.items()}
-    return value
+def _to_float32(data: Any) -> Any:
+    """Floating tensors in ``data`` (nested lists, tuples, dicts) as
+    float32."""
+    return apply_to(
+        data, lambda x: isinstance(x, torch.Tensor) and x.is_floating_point(),
+        lambda x: x.float())
 
 
 @contextmanager
